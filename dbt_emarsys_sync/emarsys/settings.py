@@ -1,0 +1,74 @@
+"""Connection settings for Emarsys, read from the environment (never from files or meta)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import EmarsysConfigError
+
+DEFAULT_API_URL = "https://api.emarsys.net"
+DEFAULT_AUTH_URL = "https://auth.emarsys.net/oauth2/token"
+
+
+@dataclass(frozen=True)
+class EmarsysSettings:
+    """Where Emarsys is and who we are. `scheme` is "oauth" (API v3) or "wsse" (API v2)."""
+
+    api_url: str
+    scheme: str
+    auth_url: str = DEFAULT_AUTH_URL
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    username: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    rate_limit_per_minute: int = 1000
+    timeout_seconds: float = 120.0
+    ca_bundle: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.api_url.rstrip("/") + ("/api/v3" if self.scheme == "oauth" else "/api/v2")
+
+    @property
+    def user(self) -> str:
+        """The API user this credential is, for messages and per-user rate limits."""
+        return (self.client_id if self.scheme == "oauth" else self.username) or "?"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "EmarsysSettings":
+        env = os.environ if env is None else env
+        api_url = env.get("EMARSYS_API_URL") or DEFAULT_API_URL
+        common = dict(
+            api_url=api_url,
+            auth_url=env.get("EMARSYS_AUTH_URL") or DEFAULT_AUTH_URL,
+            rate_limit_per_minute=_int(env, "EMARSYS_RATE_LIMIT", 1000),
+            timeout_seconds=float(env.get("EMARSYS_TIMEOUT") or 120),
+            ca_bundle=env.get("EMARSYS_CA_BUNDLE") or None,
+        )
+        client_id, client_secret = env.get("EMARSYS_CLIENT_ID"), env.get("EMARSYS_CLIENT_SECRET")
+        username, secret = env.get("EMARSYS_USERNAME"), env.get("EMARSYS_SECRET")
+        if client_id or client_secret:
+            if not (client_id and client_secret):
+                missing = "EMARSYS_CLIENT_SECRET" if client_id else "EMARSYS_CLIENT_ID"
+                raise EmarsysConfigError(f"missing Emarsys credentials: {missing} is not set")
+            return cls(scheme="oauth", client_id=client_id, client_secret=client_secret, **common)
+        if username or secret:
+            if not (username and secret):
+                missing = "EMARSYS_SECRET" if username else "EMARSYS_USERNAME"
+                raise EmarsysConfigError(f"missing Emarsys credentials: {missing} is not set")
+            return cls(scheme="wsse", username=username, secret=secret, **common)
+        raise EmarsysConfigError(
+            "missing Emarsys credentials: set EMARSYS_CLIENT_ID and EMARSYS_CLIENT_SECRET (OAuth 2.0), "
+            "or EMARSYS_USERNAME and EMARSYS_SECRET (WSSE)"
+        )
+
+
+def _int(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise EmarsysConfigError(f"{name} must be an integer, got {raw!r}") from None

@@ -1,0 +1,98 @@
+"""Run the emulator app under uvicorn: in the foreground (the CLI) or in a background thread (tests,
+the demo, the benchmark). Binds to loopback unless told otherwise: its inspection routes carry no auth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from .app import Emulator, EmulatorConfig
+
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(emulator: Emulator, log_level: str) -> uvicorn.Config:
+    # h11 keeps it pure Python; httptools, when installed, is faster and uvicorn picks it on "auto".
+    return uvicorn.Config(emulator.app, log_level=log_level, access_log=False, lifespan="off",
+                          timeout_keep_alive=30)
+
+
+def serve_forever(emulator: Emulator, host: str, port: int, log_level: str = "warning",
+                  store_file: str | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. With `store_file`, contacts are loaded from it at start and written
+    back at shutdown, so the sandbox remembers what earlier syncs sent."""
+    path = Path(store_file) if store_file else None
+    if path is not None and path.exists():
+        emulator.store.load(json.loads(path.read_text()))
+    sock = bind_socket(host, port)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the store
+    # below is still written.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.Server(_uvicorn_config(emulator, log_level)).run(sockets=[sock])
+    finally:
+        if path is not None:
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(json.dumps(emulator.store.dump()))
+            os.replace(tmp, path)
+
+
+class EmulatorThread:
+    """The emulator on a free loopback port in a daemon thread; a context manager.
+
+        with EmulatorThread() as emu:
+            emu.url          # http://127.0.0.1:<port>
+            emu.emulator     # the Emulator, to inspect or reconfigure
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.emulator = Emulator(config)
+        self._sock = bind_socket(host, port)
+        self.host, self.port = self._sock.getsockname()[:2]
+        self._server = uvicorn.Server(_uvicorn_config(self.emulator, "warning"))
+        self._server.install_signal_handlers = lambda: None  # not the main thread
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name="emarsys-emulator", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/oauth2/token"
+
+    def start(self) -> "EmulatorThread":
+        self._thread.start()
+        # Wait on uvicorn's own readiness flag, not a fixed sleep.
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the Emarsys emulator failed to start")
+            self._thread.join(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._sock.close()
+
+    def __enter__(self) -> "EmulatorThread":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

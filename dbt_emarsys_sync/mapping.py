@@ -1,0 +1,147 @@
+"""Row -> Emarsys contact payload, for one sync. Pure: no dbt, no HTTP.
+
+A row that can't be mapped (no key, an invalid email key, a value that can't be coerced) becomes a
+`Rejection` naming the column, the value's type and the field: data, not an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .emarsys.fields import CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce
+from .spec import SyncSpec
+
+EMAIL_FIELD_ID = 3
+# Deliberately loose: one @, something before it, a dot in the domain, no spaces. Emarsys decides
+# the rest; this only stops keys that can never be an address.
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    key: str | None
+    reason: str
+    code: str = "mapping"       # "invalid_key", "mapping", "duplicate_key", or an Emarsys replyCode
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "code": self.code, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class MappedField:
+    column: str
+    index: int
+    field: EmarsysField
+
+
+class MappingError(ValueError):
+    """The sync's declaration doesn't fit the model or the account: stop before sending anything."""
+
+
+class RowMapper:
+    """Maps rows of `read_columns` (the key column, then the mapped columns, as the model names them)."""
+
+    def __init__(self, spec: SyncSpec, catalog: FieldCatalog, model_columns: list[str]):
+        self.spec = spec
+        self.options = CoercionOptions(timezone=spec.timezone, truncate_text=spec.truncate_text)
+        by_name = {name.lower(): name for name in model_columns}
+        self.read_columns: list[str] = []
+        problems: list[str] = []
+
+        def column_index(column: str, where: str) -> int:
+            actual = by_name.get(column.lower())
+            if actual is None:
+                problems.append(f"{where}: column {column!r} is not in the model "
+                                f"(columns: {', '.join(model_columns)})")
+                return -1
+            if actual not in self.read_columns:
+                self.read_columns.append(actual)
+            return self.read_columns.index(actual)
+
+        self.key_index = column_index(spec.key.column, "key.column")
+        key_ref = str(spec.key.field)
+        if key_ref in ("id", "uid"):
+            self.key_field: EmarsysField | None = None
+            self.key_id: str = key_ref
+        else:
+            self.key_field = _resolve(catalog, spec.key.field, "key.field", problems)
+            self.key_id = str(self.key_field.id) if self.key_field else ""
+        self.normalize_email = spec.normalize_email and self.key_field is not None and \
+            self.key_field.id == EMAIL_FIELD_ID
+
+        self.fields: list[MappedField] = []
+        for column, ref in spec.fields.items():
+            f = _resolve(catalog, ref, f"fields.{column}", problems)
+            idx = column_index(column, f"fields.{column}")
+            if f is None or idx < 0:
+                continue
+            if not f.writable:
+                problems.append(f"fields.{column}: the Emarsys field {f.label()} is read-only")
+                continue
+            if self.key_field is not None and f.id == self.key_field.id:
+                continue  # the key is always sent; mapping it again changes nothing
+            self.fields.append(MappedField(column, idx, f))
+
+        constant_fields = {ref: _resolve(catalog, ref, f"constants.{ref}", problems)
+                           for ref in spec.constants}
+        catalog.ensure_choices([m.field for m in self.fields] +
+                               [f for f in constant_fields.values() if f is not None])
+        self.constants: dict[str, Any] = {}
+        for ref, value in spec.constants.items():
+            f = constant_fields[ref]
+            if f is None:
+                continue
+            try:
+                self.constants[str(f.id)] = coerce(value, f, self.options)
+            except CoercionError as exc:
+                problems.append(f"constants.{ref}: {exc}")
+        if problems:
+            raise MappingError("; ".join(problems))
+
+    @property
+    def field_ids(self) -> list[int]:
+        return [m.field.id for m in self.fields]
+
+    def key_of(self, row: tuple) -> str | Rejection:
+        raw = row[self.key_index]
+        if raw is None:
+            return Rejection(None, f"the key column {self.spec.key.column!r} is null", "invalid_key")
+        key = str(raw).strip() if isinstance(raw, str) else str(raw)
+        if not key:
+            return Rejection(None, f"the key column {self.spec.key.column!r} is empty", "invalid_key")
+        if self.normalize_email:
+            key = key.lower()
+        if self.key_field is not None and self.key_field.id == EMAIL_FIELD_ID and not _EMAIL.match(key):
+            return Rejection(key, f"{key!r} is not a valid email address", "invalid_key")
+        if self.key_field is not None:
+            try:
+                key = str(coerce(key, self.key_field, self.options))
+            except CoercionError as exc:
+                return Rejection(key, f"key column {self.spec.key.column!r}: {exc}", "invalid_key")
+        return key
+
+    def payload(self, key: str, row: tuple) -> dict[str, Any] | Rejection:
+        out: dict[str, Any] = {self.key_id: key}
+        skip_nulls = self.spec.null_policy == "skip"
+        for m in self.fields:
+            value = row[m.index]
+            try:
+                wire = coerce(value, m.field, self.options)
+            except CoercionError as exc:
+                return Rejection(key, f"column {m.column!r} ({type(value).__name__}) -> field "
+                                 f"{m.field.label()}: {exc}")
+            if wire is None and skip_nulls:
+                continue
+            out[str(m.field.id)] = wire
+        out.update(self.constants)
+        return out
+
+
+def _resolve(catalog: FieldCatalog, ref: Any, where: str, problems: list[str]) -> EmarsysField | None:
+    try:
+        return catalog.resolve(ref)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
+        return None

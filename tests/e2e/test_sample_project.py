@@ -1,0 +1,107 @@
+"""The README's main job, end to end: the sample dbt project built with dbt on DuckDB, the CLI run as a
+user runs it, and the emulator (over HTTP) holding exactly the model's contacts afterwards."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import duckdb
+import httpx
+import pytest
+
+from tests.conftest import emulator_env, run_cli
+
+pytestmark = pytest.mark.e2e
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def model_rows(project) -> list[dict]:
+    con = duckdb.connect(str(project / "target" / "sample_shop.duckdb"), read_only=True)
+    try:
+        cur = con.execute("select * from main.emarsys_contacts")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def emulator_contacts(emu) -> list[dict]:
+    return httpx.get(f"{emu.url}/_emulator/contacts").json()
+
+
+def field_choices(emu, field_id: int) -> dict[int, str]:
+    return {c.id: c.label for c in emu.emulator.store.fields[field_id].choices}
+
+
+@pytest.mark.parametrize("scheme", ["oauth", "wsse"])
+def test_run_syncs_every_valid_contact_with_its_values(sample_project, emulator, scheme):
+    result = run_cli(["run"], cwd=sample_project, env=emulator_env(emulator, scheme))
+    # Exit 1: the run succeeded but rejected rows (the sample's deliberately invalid emails).
+    assert result.returncode == 1, result.output
+    assert "Emarsys sync results" in result.stdout
+
+    rows = model_rows(sample_project)
+    valid = {r["email"].strip().lower(): r for r in rows if EMAIL.match(r["email"].strip().lower())}
+    invalid = [r for r in rows if not EMAIL.match(r["email"].strip().lower())]
+    assert len(rows) == 2500 and 0 < len(invalid) < 60
+
+    contacts = emulator_contacts(emulator)
+    by_email = {c["3"]: c for c in contacts}
+    assert len(contacts) == len(valid)
+    assert set(by_email) == set(valid)
+
+    countries = field_choices(emulator, 14)
+    tiers = field_choices(emulator, 5003)
+    for email in sorted(valid)[::50]:  # every 50th contact, every mapped field
+        row, contact = valid[email], by_email[email]
+        assert contact.get("1") == row["first_name"]
+        assert contact.get("2") == row["last_name"]
+        assert contact.get("4") == (row["birth_date"].isoformat() if row["birth_date"] else None)
+        assert countries[contact["14"]] == row["country"]
+        assert contact["31"] == (1 if row["optin"] else 2)
+        assert contact["5001"] == format(row["lifetime_value"].normalize(), "f")
+        assert tiers[contact["5003"]] == row["loyalty_tier"]
+
+    artifact = json.loads((sample_project / "target" / "emarsys_sync_results.json").read_text())
+    contacts_result = next(r for r in artifact["results"] if r["name"] == "shop_contacts")
+    assert contacts_result["rejected"] == len(invalid)
+    assert contacts_result["acknowledged"] == len(valid)
+    assert contacts_result["created"] == len(valid)
+
+
+def test_second_run_does_not_fail_or_duplicate(sample_project, emulator):
+    env = emulator_env(emulator)
+    first = run_cli(["run"], cwd=sample_project, env=env)
+    assert first.returncode == 1, first.output
+    count_after_first = len(emulator_contacts(emulator))
+    second = run_cli(["run"], cwd=sample_project, env=env)
+    assert second.returncode == 1, second.output
+    assert len(emulator_contacts(emulator)) == count_after_first
+    artifact = json.loads((sample_project / "target" / "emarsys_sync_results.json").read_text())
+    contacts_result = next(r for r in artifact["results"] if r["name"] == "shop_contacts")
+    assert contacts_result["created"] == 0
+
+
+def test_missing_credentials_is_a_one_line_config_error(sample_project):
+    result = run_cli(["run"], cwd=sample_project, env={})
+    assert result.returncode == 2
+    assert "missing Emarsys credentials" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unknown_model_in_selection_is_a_config_error(sample_project, emulator):
+    result = run_cli(["run", "--select", "no_such_model"], cwd=sample_project, env=emulator_env(emulator))
+    assert result.returncode == 2, result.output
+    assert "no model with a config.meta.emarsys declaration matches" in result.stderr
+
+
+def test_model_not_built_names_the_dbt_command(sample_project, emulator):
+    con = duckdb.connect(str(sample_project / "target" / "sample_shop.duckdb"))
+    con.execute("drop table main.emarsys_contacts")
+    con.close()
+    result = run_cli(["run", "--select", "emarsys_contacts"], cwd=sample_project, env=emulator_env(emulator))
+    assert result.returncode == 2, result.output
+    assert "dbt build --select emarsys_contacts" in result.stderr
+    assert emulator_contacts(emulator) == []

@@ -1,0 +1,89 @@
+"""Row -> payload for one sync, against a field catalogue like the emulator's."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from dbt_emarsys_sync.emarsys.fields import FieldCatalog
+from dbt_emarsys_sync.emulator.store import Store
+from dbt_emarsys_sync.mapping import MappingError, Rejection, RowMapper
+from dbt_emarsys_sync.spec import SyncSpec
+
+COLUMNS = ["EMAIL", "first_name", "birth_date", "optin", "ltv", "tier", "signed_up_at"]
+
+
+@pytest.fixture
+def catalog() -> FieldCatalog:
+    store = Store()
+    rows = [f.as_api() for f in store.fields.values()]
+    choices = {fid: [{"id": str(c.id), "choice": c.label} for c in f.choices]
+               for fid, f in store.fields.items()}
+    return FieldCatalog.from_api(rows, choice_loader=lambda fid: choices[fid])
+
+
+def spec(**overrides) -> SyncSpec:
+    base = dict(name="s", key={"column": "email", "field": "email"},
+                fields={"first_name": "First Name", "birth_date": "birth_date", "optin": 31,
+                        "ltv": "lifetime_value", "tier": "loyalty tier", "signed_up_at": "signup_date"})
+    base.update(overrides)
+    return SyncSpec.model_validate(base)
+
+
+def row(**values):
+    base = dict(EMAIL="  Anna@Example.COM ", first_name="Anna", birth_date=date(1990, 5, 1), optin=True,
+                ltv=Decimal("12345678901234567890.10"), tier="gold",
+                signed_up_at=datetime(2024, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=2))))
+    base.update(values)
+    return tuple(base[c] for c in COLUMNS)
+
+
+def test_maps_columns_to_field_ids_with_coerced_values(catalog):
+    mapper = RowMapper(spec(), catalog, COLUMNS)
+    r = row()
+    key = mapper.key_of(r)
+    assert key == "anna@example.com"   # trimmed and lower-cased
+    payload = mapper.payload(key, r)
+    assert payload == {"3": "anna@example.com", "1": "Anna", "4": "1990-05-01", "31": 1,
+                       "5001": "12345678901234567890.1", "5003": 3,
+                       "5004": "2023-12-31"}   # 00:30 at +02:00 is still Dec 31 in UTC
+
+
+def test_null_policy_skip_omits_and_clear_sends_null(catalog):
+    r = row(first_name=None)
+    assert "1" not in RowMapper(spec(), catalog, COLUMNS).payload("a@b.co", r)
+    assert RowMapper(spec(null_policy="clear"), catalog, COLUMNS).payload("a@b.co", r)["1"] is None
+
+
+@pytest.mark.parametrize("email, reason", [
+    (None, "is null"), ("   ", "is empty"), ("not-an-email", "not a valid email"),
+])
+def test_bad_keys_are_rejected_rows(catalog, email, reason):
+    result = RowMapper(spec(), catalog, COLUMNS).key_of(row(EMAIL=email))
+    assert isinstance(result, Rejection) and reason in result.reason and result.code == "invalid_key"
+
+
+def test_a_value_that_cannot_be_coerced_rejects_the_row_naming_column_type_and_field(catalog):
+    result = RowMapper(spec(), catalog, COLUMNS).payload("a@b.co", row(tier="Diamond"))
+    assert isinstance(result, Rejection)
+    assert "column 'tier' (str)" in result.reason and "Loyalty Tier" in result.reason
+
+
+def test_declaration_problems_stop_before_mapping(catalog):
+    with pytest.raises(MappingError) as info:
+        RowMapper(spec(fields={"no_such_column": "first_name", "first_name": "frist_name"}), catalog, COLUMNS)
+    text = str(info.value)
+    assert "column 'no_such_column' is not in the model" in text
+    assert "no Emarsys field named 'frist_name'; did you mean 'first_name'" in text
+
+
+def test_read_only_fields_are_refused(catalog):
+    with pytest.raises(MappingError, match="read-only"):
+        RowMapper(spec(fields={"first_name": 32}), catalog, COLUMNS)
+
+
+def test_only_needed_columns_are_read(catalog):
+    mapper = RowMapper(spec(fields={"first_name": "first_name"}), catalog, COLUMNS)
+    assert mapper.read_columns == ["EMAIL", "first_name"]
