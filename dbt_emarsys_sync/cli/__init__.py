@@ -1,4 +1,8 @@
-"""The command line: options -> library calls -> exit codes. No sync logic lives here."""
+"""The command line: options -> library calls -> exit codes. No sync logic lives here.
+
+The group and the helpers every command shares are here; each area's commands are in their own
+module (run.py, emulator.py, ...), registered at the bottom of this file.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import sys
 import click
 from rich.console import Console
 
-from . import __version__
-from .errors import EXIT_CONFIG, EXIT_FAILED, ConfigError, SyncError
+from .. import __version__
+from ..errors import EXIT_CONFIG, EXIT_FAILED, ConfigError, SyncError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -36,12 +40,12 @@ def dbt_options(func):
     return func
 
 
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+def split_selection(values: tuple[str, ...]) -> tuple[str, ...]:
     """`--select "a b"` and `--select a --select b` mean the same, as in dbt."""
     return tuple(part for value in values for part in value.split())
 
 
-def _vars(raw: str | None) -> dict:
+def parse_vars(raw: str | None) -> dict:
     if not raw:
         return {}
     import yaml
@@ -73,60 +77,10 @@ def main(log_level: str) -> None:
     _setup_logging(log_level)
 
 
-@main.command()
-@dbt_options
-def run(project_dir, profiles_dir, target, profile, vars_, select, exclude) -> None:
-    """Sync the selected models' declared syncs to Emarsys."""
-    from .runner import RunRequest, run_syncs
-
-    request = RunRequest(project_dir=project_dir, profiles_dir=profiles_dir, target=target, profile=profile,
-                         vars=_vars(vars_), select=_split(select), exclude=_split(exclude))
-    report = _guard(lambda: run_syncs(request, console))
-    sys.exit(report.exit_code)
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to bind. The inspection routes have no auth: keep it on loopback.")
-@click.option("--port", default=8780, show_default=True, type=int)
-@click.option("--client-id", default=None, help="OAuth client id of the sandbox API user.")
-@click.option("--client-secret", default=None, help="OAuth client secret of the sandbox API user.")
-@click.option("--username", default=None, help="WSSE user name of the sandbox API user.")
-@click.option("--secret", default=None, help="WSSE secret of the sandbox API user.")
-@click.option("--rate-limit", default=1000, show_default=True, type=int,
-              help="Requests per minute per API user; 0 turns rate limiting off.")
-@click.option("--store", "store_file", default=None, type=click.Path(dir_okay=False),
-              help="Keep the sandbox's contacts in this JSON file across restarts.")
-def emulator(host, port, client_id, client_secret, username, secret, rate_limit, store_file) -> None:
-    """Serve the bundled local Emarsys API (a sandbox for trying and testing syncs)."""
-    from .emulator.app import Emulator, EmulatorConfig
-    from .emulator.server import serve_forever
-
-    config = EmulatorConfig(rate_limit=rate_limit)
-    for name, value in (("client_id", client_id), ("client_secret", client_secret),
-                        ("username", username), ("secret", secret)):
-        if value:
-            setattr(config, name, value)
-    emu = Emulator(config)
-    url = f"http://{host}:{port}"
-    console.print(f"Emarsys emulator on {url} (API v3 with OAuth, API v2 with WSSE)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print("[yellow]warning:[/] bound beyond loopback; /_emulator/* routes have no auth")
-    console.print("Point the runner at it:")
-    console.print(f"  export EMARSYS_API_URL={url}")
-    console.print(f"  export EMARSYS_AUTH_URL={url}/oauth2/token")
-    console.print(f"  export EMARSYS_CLIENT_ID={config.client_id}")
-    console.print(f"  export EMARSYS_CLIENT_SECRET={config.client_secret}")
-    console.print(f"  (or WSSE: EMARSYS_USERNAME={config.username} EMARSYS_SECRET={config.secret})")
-    limit = f"{rate_limit} requests/minute per API user" if rate_limit else "off"
-    console.print(f"Rate limit: {limit}. Ctrl-C stops it.")
-    serve_forever(emu, host, port, store_file=store_file)
-
-
-def _guard(action):
+def guard(action):
     """Run a command body; turn our errors into a one-line message and their exit code."""
-    from .emarsys.errors import AuthError, EmarsysConfigError, PermissionDenied
-    from .spec import SpecError
+    from ..emarsys.errors import AuthError, EmarsysConfigError, PermissionDenied
+    from ..spec import SpecError
 
     try:
         return action()
@@ -155,6 +109,10 @@ def error(message: str) -> None:
 def print_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
+
+# Register the commands (imported for their side effect on `main`).
+from . import emulator as _emulator_commands  # noqa: E402,F401
+from . import run as _run_commands  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()
