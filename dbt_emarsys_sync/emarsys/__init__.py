@@ -1,13 +1,18 @@
 """Everything that talks HTTP to Emarsys: settings, auth, the client, fields and coercion."""
 
-from .client import BatchOutcome, EmarsysClient, RetryPolicy, encode_contacts
-from .errors import (AuthError, EmarsysConfigError, EmarsysError, PermissionDenied, RequestRejected,
-                     TransientError)
+from .batching import ContactBatcher, InFlightKeys, chunk_list_ids, chunk_read_keys
+from .client import (BatchOutcome, ConnectionInfo, ContactList, EmarsysClient, RetryPolicy, decide,
+                     encode_contacts)
+from .errors import (AuthError, ContactListExists, ContactListNotFound, EmarsysConfigError, EmarsysError,
+                     PermissionDenied, RequestRejected, TransientError)
 from .fields import CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce
+from .ratelimit import RateLimiter
 from .settings import EmarsysSettings
 
 __all__ = [
-    "AuthError", "BatchOutcome", "CoercionError", "CoercionOptions", "EmarsysClient", "EmarsysConfigError",
-    "EmarsysError", "EmarsysField", "EmarsysSettings", "FieldCatalog", "PermissionDenied",
-    "RequestRejected", "RetryPolicy", "TransientError", "coerce", "encode_contacts",
+    "AuthError", "BatchOutcome", "CoercionError", "CoercionOptions", "ConnectionInfo", "ContactBatcher",
+    "ContactList", "ContactListExists", "ContactListNotFound", "EmarsysClient", "EmarsysConfigError",
+    "EmarsysError", "EmarsysField", "EmarsysSettings", "FieldCatalog", "InFlightKeys", "PermissionDenied",
+    "RateLimiter", "RequestRejected", "RetryPolicy", "TransientError", "chunk_list_ids", "chunk_read_keys",
+    "coerce", "decide", "encode_contacts",
 ]
