@@ -1,7 +1,7 @@
 """Sync declarations: `config.meta.emarsys` of a model -> validated `SyncSpec` objects.
 
-Pure: no dbt, no HTTP. The input is the meta dict dbt put in the manifest plus where it came from, so
-every problem can name the model, the YAML file and the key path.
+Pure: no dbt, no HTTP. The input is the meta dbt put in the manifest plus where it came from, so every
+problem names the model, the file, the key path and (when the file could be re-read) the line.
 
     emarsys:
       syncs:
@@ -10,17 +10,40 @@ every problem can name the model, the YAML file and the key path.
           behaviour: update_or_create      # update_or_create | update_only | mirror
           key: {column: email, field: email}
           fields: {first_name: first_name, optin: optin}   # column -> Emarsys field
+
+Before validation each sync is completed from defaults, most specific first: the model's
+`meta.emarsys_defaults` (usually set for a folder with `+meta` in dbt_project.yml), then the project's
+`vars: {emarsys: {defaults: ...}}`. dbt merges meta shallowly (a model's `emarsys` replaces a folder's),
+so the merge of nested keys happens here. Strings that still hold Jinja (dbt leaves `config(meta=...)`
+strings of SQL files unrendered) are rendered with `env_var()` and `var()`, as dbt renders YAML.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
-from dataclasses import dataclass
-from typing import Any, Literal
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Annotated, Any, Callable, Literal, Mapping, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
-FieldRef = int | str
+SPEC_ROOT = "emarsys"                 # the meta key holding a model's syncs
+DEFAULTS_META_KEY = "emarsys_defaults"  # a meta key holding defaults (folder-level `+meta`)
+PROJECT_VAR = "emarsys"               # the dbt var holding project settings (`defaults`, `exposures`)
+
+
+def _field_ref(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"an Emarsys field is an id (number), a string id or a name, got {_kind(value)}")
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("an Emarsys field is an id (number), a string id or a name, got an empty string")
+    return value
+
+
+FieldRef = Annotated[int | str, BeforeValidator(_field_ref)]
 
 
 class _Strict(BaseModel):
@@ -28,7 +51,7 @@ class _Strict(BaseModel):
 
 
 class KeySpec(_Strict):
-    column: str
+    column: str = Field(min_length=1)
     field: FieldRef = "email"
 
 
@@ -45,8 +68,8 @@ class SyncSpec(_Strict):
     behaviour: Literal["update_or_create", "update_only", "mirror"] = "update_or_create"
     key: KeySpec
     fields: dict[str, FieldRef] = Field(default_factory=dict)      # column -> Emarsys field
-    constants: dict[str, Any] = Field(default_factory=dict)        # Emarsys field -> fixed value
-    list: str | None = None                                        # contact list name (mirror)
+    constants: dict[FieldRef, Any] = Field(default_factory=dict)   # Emarsys field -> fixed value
+    list: str | None = Field(None, min_length=1)                   # contact list name (mirror)
     null_policy: Literal["skip", "clear"] = "skip"
     normalize_email: bool = True
     truncate_text: bool = False
@@ -54,12 +77,16 @@ class SyncSpec(_Strict):
     safety: SafetySpec = Field(default_factory=SafetySpec)
     enabled: bool = True
 
-    @field_validator("fields")
+    @field_validator("timezone")
     @classmethod
-    def _no_empty_targets(cls, value: dict[str, FieldRef]) -> dict[str, FieldRef]:
-        for column, target in value.items():
-            if target in ("", None):
-                raise ValueError(f"column {column!r} maps to no field")
+    def _known_zone(cls, value: str) -> str:
+        if value.upper() == "UTC":
+            return value
+        zones = _time_zones()
+        if value not in zones:
+            near = difflib.get_close_matches(value, sorted(zones), n=1)
+            raise ValueError(f"unknown time zone {value!r}" + (f"; did you mean {near[0]!r}?" if near else
+                                                               " (an IANA name such as 'Europe/Berlin')"))
         return value
 
     @model_validator(mode="after")
@@ -70,35 +97,116 @@ class SyncSpec(_Strict):
             raise ValueError("behaviour 'mirror' needs object 'contact_list'")
         if self.object == "contact_list" and not self.list:
             raise ValueError("a contact_list sync needs 'list': the name of the Emarsys contact list")
+        if self.object == "contact" and self.list:
+            raise ValueError("'list' is only for contact_list syncs (object: contact_list)")
         if str(self.key.field) in ("id", "uid") and self.behaviour != "update_only":
             raise ValueError("the Emarsys contact id can only be the key of an update_only sync "
                              "(Emarsys cannot create contacts keyed by id)")
         return self
 
 
-class ModelSyncs(_Strict):
-    syncs: list[SyncSpec] = Field(min_length=1)
+class ExposureOwner(_Strict):
+    name: str | None = None
+    email: str | None = None
+
+
+class ExposureSettings(_Strict):
+    owner: ExposureOwner = Field(default_factory=ExposureOwner)
+    maturity: Literal["low", "medium", "high"] = "medium"
+    url: str | None = None
+
+
+class ProjectSettings(_Strict):
+    """`vars: {emarsys: ...}` in dbt_project.yml (or `--vars`)."""
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    exposures: ExposureSettings = Field(default_factory=ExposureSettings)
+
+
+@lru_cache(maxsize=1)
+def _time_zones() -> frozenset[str]:
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones())
+
+
+# -- where a declaration lives -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file holding (part of) a declaration, and the line of each key path in it when known.
+
+    `prefix` is the key path of the value in that file's terms, e.g. `emarsys` for a model's meta,
+    `vars.emarsys` for the project var."""
+
+    path: str
+    prefix: str = SPEC_ROOT
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
+
+    def line_of(self, key: str) -> int | None:
+        """The line of `key`, else of its nearest parent that has one."""
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            cut = max(key.rfind("."), key.rfind("["))
+            if cut <= 0:
+                break
+            key = key[:cut]
+        return self.lines.get(key)
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """The dbt model a sync reads, and where its declaration lives (for error messages)."""
+    """The dbt node a sync reads, and where its declaration lives (for error messages)."""
 
     unique_id: str
     name: str
     relation_name: str | None
-    yaml_path: str           # the file that declares the meta (the model's YAML, else its SQL)
+    yaml_path: str           # the file that declares the meta (the model's YAML, else its SQL or dbt_project.yml)
     materialized: str = "table"
+    resource_type: str = "model"
+    package_name: str | None = None
+    version: str | None = None              # model versions: `ref('name', v=2)`
+    database: str | None = None
+    schema: str | None = None
+    identifier: str | None = None           # the alias
+    # Columns declared in the model's YAML: name -> data_type (None when not given).
+    declared_columns: tuple[tuple[str, str | None], ...] = ()
+    contract_enforced: bool = False
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.name}.v{self.version}" if self.version is not None else self.name
+
+    @property
+    def selector(self) -> str:
+        """How dbt's --select names this node."""
+        return self.display_name
 
 
 @dataclass(frozen=True)
 class Sync:
     spec: SyncSpec
     model: ModelRef
+    # Where the sync is declared and its position in `syncs`, so later checks can point at its keys.
+    source: Source | None = field(default=None, compare=False)
+    index: int = field(default=0, compare=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def key(self, path: str = "") -> str:
+        """The key path of `path` in this sync, e.g. `emarsys.syncs[0].fields.birth_date`."""
+        base = f"{SPEC_ROOT}.syncs[{self.index}]"
+        return f"{base}.{path}" if path else base
+
+    def problem(self, path: str, message: str) -> Problem:
+        """A problem found after parsing (columns, types, Emarsys fields), placed like parse problems."""
+        key = self.key(path)
+        source = self.source or Source(self.model.yaml_path)
+        return Problem(self.model.display_name, source.path, key, message, source.line_of(key))
 
 
 @dataclass(frozen=True)
@@ -107,9 +215,16 @@ class Problem:
     path: str
     key: str
     message: str
+    line: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}: model {self.model}: {self.key}: {self.message}"
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        model = f"model {self.model}: " if self.model else ""
+        return f"{where}: {model}{self.key}: {self.message}"
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "path": self.path, "line": self.line, "key": self.key,
+                "message": self.message}
 
 
 class SpecError(Exception):
@@ -120,58 +235,398 @@ class SpecError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def parse_model_meta(model: ModelRef, emarsys_meta: Any) -> tuple[list[Sync], list[Problem]]:
-    """Validate one model's `meta.emarsys`; return its syncs and every problem found."""
+@dataclass(frozen=True)
+class Declaration:
+    """One model's raw `meta.emarsys`, its `meta.emarsys_defaults`, and where each was declared."""
+
+    model: ModelRef
+    meta: Any
+    source: Source | None = None
+    defaults: Any = None
+    defaults_source: Source | None = None
+
+
+@dataclass(frozen=True)
+class ProjectDefaults:
+    """The project var `emarsys` (validated), and where it was set."""
+
+    settings: ProjectSettings = field(default_factory=ProjectSettings)
+    source: Source = field(default_factory=lambda: Source("dbt_project.yml", "vars." + PROJECT_VAR))
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.settings.defaults
+
+    @property
+    def defaults_source(self) -> Source:
+        return Source(self.source.path, self.source.prefix + ".defaults", self.source.lines)
+
+
+Renderer = Callable[[str], Any]
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+
+
+def parse_project_settings(raw: Any, source: Source) -> tuple[ProjectDefaults, list[Problem]]:
+    """Validate the project var `emarsys` (defaults are checked key by key against SyncSpec)."""
+    if raw is None:
+        return ProjectDefaults(source=source), []
+    problems = [_problem_at(source, "project", key, msg) for key, msg in _secret_keys(raw, source.prefix)]
+    if problems:
+        return ProjectDefaults(source=source), problems
     try:
-        parsed = ModelSyncs.model_validate(emarsys_meta)
+        settings = ProjectSettings.model_validate(raw)
     except ValidationError as exc:
-        return [], [_problem(model, err) for err in exc.errors()]
-    return [Sync(spec, model) for spec in parsed.syncs], []
+        return ProjectDefaults(source=source), [
+            _problem_at(source, "project", *_describe(err, ProjectSettings, source.prefix))
+            for err in exc.errors()]
+    project = ProjectDefaults(settings, source)
+    return project, _defaults_problems(settings.defaults, project.defaults_source, "project")
 
 
-def parse_declarations(models: list[tuple[ModelRef, Any]]) -> list[Sync]:
-    """All syncs of a project; raises SpecError listing every problem (including duplicate names)."""
+def parse_model_meta(model: ModelRef, emarsys_meta: Any, *, source: Source | None = None,
+                     defaults: Any = None, defaults_source: Source | None = None,
+                     project: ProjectDefaults | None = None,
+                     render: Renderer | None = None) -> tuple[list[Sync], list[Problem]]:
+    """Validate one model's `meta.emarsys`; return its syncs and every problem found."""
+    source = source or Source(model.yaml_path)
+    defaults_source = defaults_source or Source(model.yaml_path, DEFAULTS_META_KEY)
+    where = model.display_name
+    problems: list[Problem] = []
+
+    # Credentials first, on the raw values: nothing below may echo them.
+    problems += [_problem_at(source, where, key, msg) for key, msg in _secret_keys(emarsys_meta, SPEC_ROOT)]
+    problems += [_problem_at(defaults_source, where, key, msg)
+                 for key, msg in _secret_keys(defaults, DEFAULTS_META_KEY)]
+    if problems:
+        return [], problems
+
+    if not isinstance(emarsys_meta, dict):
+        return [], [_problem_at(source, where, SPEC_ROOT,
+                                f"expected a mapping with a list of `syncs`, got {_kind(emarsys_meta)}")]
+    if "syncs" not in emarsys_meta and set(emarsys_meta) & set(SyncSpec.model_fields):
+        return [], [_problem_at(source, where, SPEC_ROOT, "a model's syncs go in a list under `syncs`: "
+                                "`emarsys: {syncs: [{name: ..., key: ...}]}`")]
+    for key in emarsys_meta:
+        if key != "syncs":
+            problems.append(_problem_at(source, where, f"{SPEC_ROOT}.{key}",
+                                        f"unknown key {key!r}" + _did_you_mean(str(key), ["syncs"])))
+    syncs_raw = emarsys_meta.get("syncs")
+    if syncs_raw is None:
+        if not problems:
+            problems.append(_problem_at(source, where, f"{SPEC_ROOT}.syncs", "required key is missing"))
+        return [], problems
+    if not isinstance(syncs_raw, list):
+        problems.append(_problem_at(source, where, f"{SPEC_ROOT}.syncs",
+                                    f"expected a list of syncs, got {_kind(syncs_raw)}"))
+        return [], problems
+    if not syncs_raw:
+        problems.append(_problem_at(source, where, f"{SPEC_ROOT}.syncs", "should have at least 1 sync"))
+        return [], problems
+
+    model_defaults: dict = {}
+    if defaults is not None:
+        if isinstance(defaults, dict):
+            model_defaults = defaults
+            problems += _defaults_problems(defaults, defaults_source, where)
+        else:
+            problems.append(_problem_at(defaults_source, where, DEFAULTS_META_KEY,
+                                        f"expected a mapping of sync defaults, got {_kind(defaults)}"))
+    layers = [(model_defaults, defaults_source),
+              ((project.defaults, project.defaults_source) if project else ({}, None))]
+    if problems:
+        return [], problems
+
+    syncs: list[Sync] = []
+    for index, raw in enumerate(syncs_raw):
+        prefix = f"{SPEC_ROOT}.syncs[{index}]"
+        if not isinstance(raw, dict):
+            problems.append(_problem_at(source, where, prefix, f"expected a mapping, got {_kind(raw)}"))
+            continue
+        merged = raw
+        for layer, _ in layers:
+            merged = deep_merge(layer, merged)
+        merged, render_problems = _render_all(merged, render)
+        if render_problems:
+            for loc, message in render_problems:
+                problems.append(_located(loc, message, raw, layers, source, prefix, where))
+            continue
+        try:
+            syncs.append(Sync(SyncSpec.model_validate(merged), model, source, index))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = list(err["loc"])
+                problems.append(_located(loc, None, raw, layers, source, prefix, where, err))
+    return (syncs if not problems else []), problems
+
+
+def parse_declarations(models: list, *, project: ProjectDefaults | None = None,
+                       render: Renderer | None = None) -> list[Sync]:
+    """All syncs of a project; raises SpecError listing every problem (including duplicate names).
+
+    `models` holds `Declaration`s, or `(ModelRef, meta)` pairs."""
+    syncs, problems = collect_declarations(models, project=project, render=render)
+    if problems:
+        raise SpecError(problems)
+    return syncs
+
+
+def collect_declarations(models: list, *, project: ProjectDefaults | None = None,
+                         render: Renderer | None = None) -> tuple[list[Sync], list[Problem]]:
+    """Like `parse_declarations`, but returns the problems instead of raising."""
     syncs: list[Sync] = []
     problems: list[Problem] = []
-    for model, meta in models:
-        found, errs = parse_model_meta(model, meta)
+    for item in models:
+        decl = item if isinstance(item, Declaration) else Declaration(item[0], item[1])
+        found, errs = parse_model_meta(decl.model, decl.meta, source=decl.source, defaults=decl.defaults,
+                                       defaults_source=decl.defaults_source, project=project, render=render)
         syncs.extend(found)
         problems.extend(errs)
     seen: dict[str, Sync] = {}
     for sync in syncs:
         if sync.name in seen:
             other = seen[sync.name].model
-            problems.append(Problem(sync.model.name, sync.model.yaml_path, "emarsys.syncs.name",
-                                    f"the sync name {sync.name!r} is also used by model {other.name} "
-                                    f"({other.yaml_path}); sync names must be unique"))
+            hint = ""
+            if other.name == sync.model.name and other.version != sync.model.version:
+                # dbt gives every version the model-level config (and appends version-level syncs).
+                hint = ("; a declaration at the model level applies to every version of a versioned "
+                        "model: declare the sync under the version that should sync "
+                        "(`versions: [{v: 2, config: {meta: {emarsys: ...}}}]`)")
+            problems.append(sync.problem("name", f"the sync name {sync.name!r} is also used by model "
+                                                 f"{other.display_name} ({other.yaml_path}); sync names "
+                                                 f"must be unique{hint}"))
         seen[sync.name] = sync
-    if problems:
-        raise SpecError(problems)
-    return syncs
+    return syncs, _unique(problems)
 
 
-def _problem(model: ModelRef, err: dict) -> Problem:
+def deep_merge(base: Any, override: Any) -> Any:
+    """`override` on top of `base`: mappings merge key by key, anything else (lists too) replaces."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
+    return merged
+
+
+# -- Jinja --------------------------------------------------------------------------------------------
+
+
+class RenderError(ValueError):
+    pass
+
+
+class JinjaRenderer:
+    """Renders `{{ ... }}` in declaration strings like dbt renders YAML: `env_var(name, default)`,
+    `var(name, default)` (project vars, `--vars` on top) and `target` (name, type, schema, database).
+
+    Native types, as dbt: `"{{ var('on', true) }}"` becomes `True`. Secret environment variables
+    (`DBT_ENV_SECRET_*`, and any whose name says secret, password or token) are refused: a declaration
+    is written into manifest.json and the run artifacts."""
+
+    def __init__(self, vars: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+                 target: Mapping[str, Any] | None = None):
+        import os
+
+        self.vars = dict(vars or {})
+        self.env = dict(os.environ if env is None else env)
+        self.target = dict(target or {})
+
+    def __call__(self, text: str) -> Any:
+        from jinja2 import StrictUndefined, TemplateError, Undefined
+        from jinja2.nativetypes import NativeEnvironment
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        class _Environment(ImmutableSandboxedEnvironment, NativeEnvironment):
+            pass
+
+        env = _Environment(undefined=StrictUndefined)
+        try:
+            value = env.from_string(text).render(env_var=self._env_var, var=self._var, target=self.target)
+        except RenderError:
+            raise
+        except TemplateError as exc:
+            raise RenderError(str(exc)) from None
+        if isinstance(value, Undefined):
+            raise RenderError("the expression is undefined (only env_var(), var() and target are available)")
+        return value
+
+    def _env_var(self, name: str, default: Any = None) -> Any:
+        if name.startswith("DBT_ENV_SECRET") or _SECRET_NAME.search(_normalise(name)):
+            raise RenderError(f"env_var({name!r}): secret environment variables can't be used in a "
+                              "declaration (dbt writes declarations into manifest.json)")
+        if name in self.env:
+            return self.env[name]
+        if default is not None:
+            return default
+        raise RenderError(f"Env var required but not provided: {name!r}")
+
+    def _var(self, name: str, default: Any = ...) -> Any:
+        if name in self.vars:
+            return self.vars[name]
+        if default is not ...:
+            return default
+        raise RenderError(f"Required var {name!r} not found in the project's vars or --vars")
+
+
+def _render_all(value: Any, render: Renderer | None, loc: tuple = ()) -> tuple[Any, list[tuple[list, str]]]:
+    if isinstance(value, dict):
+        out, problems = {}, []
+        for key, item in value.items():
+            out[key], found = _render_all(item, render, (*loc, key))
+            problems += found
+        return out, problems
+    if isinstance(value, list):
+        out_list, problems = [], []
+        for index, item in enumerate(value):
+            rendered, found = _render_all(item, render, (*loc, index))
+            out_list.append(rendered)
+            problems += found
+        return out_list, problems
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        if render is None:
+            render = JinjaRenderer()
+        try:
+            return render(value), []
+        except Exception as exc:  # noqa: BLE001 - any rendering failure is a problem of this key
+            return value, [(list(loc), f"could not render {value!r}: {_one_line(exc)}")]
+    return value, []
+
+
+# -- secrets ------------------------------------------------------------------------------------------
+
+_SECRET_NAME = re.compile(r"(^|_)(secret|password|passwd|pwd|token|api_?key|private_?key|credentials?|"
+                          r"client_?secret|auth)($|_)")
+# Mappings whose keys are data (column names, Emarsys fields), not settings.
+_DATA_MAPPINGS = {"fields", "constants"}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower())
+
+
+def _secret_keys(value: Any, path: str) -> list[tuple[str, str]]:
+    """Keys that look like credentials, anywhere in a declaration; the value is never repeated."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            key_path = f"{path}.{key}"
+            if isinstance(key, str) and _SECRET_NAME.search(_normalise(key)):
+                found.append((key_path, "looks like a credential: credentials are never read from dbt "
+                              "config (dbt writes meta and vars into manifest.json and the docs); set "
+                              "EMARSYS_CLIENT_ID and EMARSYS_CLIENT_SECRET (or EMARSYS_USERNAME and "
+                              "EMARSYS_SECRET) in the environment instead"))
+            elif key not in _DATA_MAPPINGS:
+                found += _secret_keys(item, key_path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _secret_keys(item, f"{path}[{index}]")
+    return found
+
+
+# -- problems -----------------------------------------------------------------------------------------
+
+
+def _defaults_problems(defaults: dict, source: Source, where: str) -> list[Problem]:
+    """Defaults may set any sync key but `name`; unknown keys are reported where they are written."""
+    problems = []
+    for key in defaults:
+        if key == "name":
+            problems.append(_problem_at(source, where, f"{source.prefix}.name",
+                                        "a default can't set the sync's name (names are unique)"))
+        elif key not in SyncSpec.model_fields:
+            problems.append(_problem_at(source, where, f"{source.prefix}.{key}",
+                                        f"unknown key {key!r}" + _did_you_mean(str(key), SyncSpec.model_fields)))
+    return problems
+
+
+def _located(loc: list, message: str | None, raw: dict, layers: list, source: Source, prefix: str,
+             where: str, err: dict | None = None) -> Problem:
+    """A problem at `loc` of a merged sync, attributed to the declaration or the default that set it."""
+    origin, origin_prefix = source, prefix
+    if loc and not _has_path(raw, loc):
+        for layer, layer_source in layers:
+            if layer_source is not None and _has_path(layer, loc):
+                origin, origin_prefix = layer_source, layer_source.prefix
+                break
+    if err is not None:
+        key, message = _describe(err, SyncSpec, origin_prefix)
+    else:
+        key = key_path(loc, origin_prefix)
+    return _problem_at(origin, where, key, message or "")
+
+
+def _problem_at(source: Source, where: str, key: str, message: str) -> Problem:
+    return Problem(where, source.path, key, message, source.line_of(key))
+
+
+def _describe(err: dict, root: type[BaseModel], prefix: str) -> tuple[str, str]:
+    """A pydantic error -> (key path, message with a did-you-mean where one helps)."""
     loc = list(err["loc"])
     message = err["msg"]
-    if err["type"] == "extra_forbidden" and loc:
-        near = _nearest_key(str(loc[-1]), [str(p) for p in loc[:-1]])
-        message = f"unknown key {loc[-1]!r}" + (f"; did you mean {near!r}?" if near else "")
-    elif err["type"] == "literal_error":
-        message = f"{message}, got {err.get('input')!r}"
-        near = difflib.get_close_matches(str(err.get("input")), _literal_choices(err), n=1)
-        if near:
-            message += f"; did you mean {near[0]!r}?"
-    elif err["type"] == "missing":
+    kind = err["type"]
+    if kind == "extra_forbidden" and loc:
+        candidates = list(_model_at(root, loc[:-1]).model_fields)
+        message = f"unknown key {loc[-1]!r}" + _did_you_mean(str(loc[-1]), candidates)
+    elif kind == "literal_error":
+        choices = _literal_choices(err)
+        message = f"expected one of {', '.join(repr(c) for c in choices)}, got {err.get('input')!r}"
+        message += _did_you_mean(str(err.get("input")), choices)
+    elif kind == "missing":
         message = "required key is missing"
-    return Problem(model.name, model.yaml_path, key_path(loc), message)
+    elif kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
+        message = (f"{err.get('input')!r} is not a valid sync name: use letters, digits and '_', "
+                   "starting with a letter or '_'")
+    elif kind in ("value_error", "assertion_error"):
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    elif kind == "dict_type":
+        message = f"expected a mapping, got {_kind(err.get('input'))}"
+    return key_path(loc, prefix), message
 
 
-def key_path(loc: list) -> str:
+def _model_at(root: type[BaseModel], loc: list) -> type[BaseModel]:
+    """The pydantic model that validates the mapping at `loc` (for the names it accepts)."""
+    cls = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = cls.model_fields.get(str(part))
+        sub = _submodel(info.annotation) if info is not None else None
+        if sub is None:
+            break
+        cls = sub
+    return cls
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is not None:
+        for arg in get_args(annotation):
+            found = _submodel(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def key_path(loc: list, prefix: str = SPEC_ROOT) -> str:
     """`["syncs", 0, "key", "column"]` -> `emarsys.syncs[0].key.column`."""
-    path = "emarsys"
+    path = prefix
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
+
+
+def _has_path(value: Any, loc: list) -> bool:
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            return False
+    return True
 
 
 def _literal_choices(err: dict) -> list[str]:
@@ -179,22 +634,30 @@ def _literal_choices(err: dict) -> list[str]:
     return [part.strip(" '\"") for part in expected.replace(" or ", ",").split(",") if part.strip()]
 
 
-_KEYS_BY_LEVEL = {
-    "syncs": set(SyncSpec.model_fields),
-    "key": set(KeySpec.model_fields),
-    "safety": set(SafetySpec.model_fields),
-}
+def _did_you_mean(word: str, candidates) -> str:
+    found = difflib.get_close_matches(word, sorted(str(c) for c in candidates), n=1, cutoff=0.6)
+    return f"; did you mean {found[0]!r}?" if found else ""
 
 
-def _nearest_key(word: str, parents: list[str]) -> str | None:
-    level = "syncs"
-    for part in reversed(parents):
-        if part in _KEYS_BY_LEVEL:
-            level = part
-            break
-    if not parents:
-        candidates = set(ModelSyncs.model_fields)
-    else:
-        candidates = _KEYS_BY_LEVEL[level]
-    found = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """A default set once for many models is reported once."""
+    seen: set[tuple] = set()
+    out = []
+    for p in problems:
+        ident = (p.path, p.line, p.key, p.message) if not p.key.startswith(SPEC_ROOT + ".") else \
+            (p.model, p.path, p.line, p.key, p.message)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(p)
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -22,8 +22,50 @@ if not console.is_terminal:
     console.width = 160  # logs and CI: don't squeeze the summary table into 80 columns
 
 
+class MultiOption(click.Option):
+    """An option that takes every following word up to the next option, as dbt's `--select a b`.
+
+    The behaviour of dbt's own `dbt.cli.options.MultiOption`, which can't be imported without
+    importing all of dbt (two seconds on every command, `--help` included)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("multiple", True)
+        super().__init__(*args, **kwargs)
+        self._previous_process = None
+        self._own_parser = None
+
+    def add_to_parser(self, parser, ctx):
+        def process(value: str, state) -> None:
+            words = [value]
+            while state.rargs and not any(state.rargs[0].startswith(p) for p in self._own_parser.prefixes):
+                words.append(state.rargs.pop(0))
+            self._previous_process(tuple(words), state)
+
+        result = super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            own = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if own is not None:
+                self._own_parser, self._previous_process = own, own.process
+                own.process = process
+                break
+        return result
+
+    def type_cast_value(self, ctx, value):
+        def flatten(data):
+            if isinstance(data, (tuple, list)):
+                for item in data:
+                    yield from flatten(item)
+            else:
+                yield data
+
+        return tuple(flatten(value)) if value else ()
+
+
 def dbt_options(func):
-    """dbt's own flag names and environment variables."""
+    """dbt's own flag names and environment variables.
+
+    `--select a b` works as in dbt. `--selector` and `--state` reach only commands whose function
+    takes `selector` and `state`; elsewhere they are refused, not ignored."""
     options = [
         click.option("--project-dir", envvar="DBT_PROJECT_DIR", default=None,
                      help="The dbt project (default: the current directory)."),
@@ -32,8 +74,53 @@ def dbt_options(func):
         click.option("--target", "-t", envvar="DBT_TARGET", default=None, help="The dbt target."),
         click.option("--profile", default=None, help="The dbt profile (default: the project's)."),
         click.option("--vars", "vars_", default=None, help="dbt vars, as YAML or JSON."),
-        click.option("--select", "-s", multiple=True, help="dbt selection syntax (models to sync)."),
-        click.option("--exclude", multiple=True, help="dbt selection syntax (models to leave out)."),
+        click.option("--select", "-s", cls=MultiOption,
+                     help="dbt selection syntax (models to sync): tag:, path:, +model, config.meta..., "
+                          "state:modified+, result:success..."),
+        click.option("--exclude", cls=MultiOption,
+                     help="dbt selection syntax (models to leave out)."),
+        click.option("--selector", default=None, help="A selector of the project's selectors.yml."),
+        click.option("--state", envvar="DBT_STATE", default=None,
+                     type=click.Path(file_okay=False), help="Artifacts to compare with, for state: and "
+                                                            "result: selection (as dbt's --state)."),
+    ]
+    func = _accepting_new_flags(func, ("selector", "state"))
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _accepting_new_flags(func, names: tuple[str, ...]):
+    """Pass `names` only to commands that take them; refuse them (if given) on the others."""
+    import functools
+    import inspect
+
+    params = inspect.signature(func).parameters
+    if all(n in params for n in names) or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return func
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        for name in names:
+            value = kwargs.pop(name, None)
+            if name not in params and value:
+                raise click.UsageError(f"--{name} is not supported by this command")
+            if name in params:
+                kwargs[name] = value
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def gating_options(func):
+    """Which build results decide what may sync (dbt/gating.py)."""
+    options = [
+        click.option("--ignore-build-results", is_flag=True, default=False,
+                     help="Sync every selected model even when its last build failed, was skipped or "
+                          "its tests failed (run_results.json is not read)."),
+        click.option("--artifacts-dir", default=None, type=click.Path(file_okay=False),
+                     help="Read manifest.json and run_results.json from here instead of the project's "
+                          "target/ (artifacts of a build made elsewhere)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -113,6 +200,7 @@ def print_json(data) -> None:
 # Register the commands (imported for their side effect on `main`).
 from . import emulator as _emulator_commands  # noqa: E402,F401
 from . import run as _run_commands  # noqa: E402,F401
+from . import dbt_commands as _dbt_commands  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

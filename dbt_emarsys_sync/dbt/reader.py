@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import ConfigError
+from ..spec import ModelRef
 
 
 @dataclass(frozen=True)
@@ -18,14 +19,28 @@ class Column:
     data_type: str
 
 
-def relation_columns(adapter: Any, relation_name: str, model_name: str) -> list[Column]:
-    """The built relation's columns; a clear error when the model was never built."""
-    relation = _relation(adapter, relation_name)
-    found = adapter.get_relation(relation.database, relation.schema, relation.identifier)
+class NotBuilt(ConfigError):
+    """The model's relation is not in the warehouse."""
+
+
+def relation_columns(adapter: Any, relation_name: str, model_name: str, *,
+                     model: ModelRef | None = None) -> list[Column]:
+    """The built relation's columns; a clear error when the model was never built.
+
+    With `model`, the relation is looked up by the manifest's database, schema and alias (exact, so
+    quoted and mixed-case names work), and the error names the model as `--select` takes it."""
+    if model is not None and model.identifier and model.schema:
+        database, schema, identifier = model.database, model.schema, model.identifier
+        selector = model.selector
+    else:
+        relation = _relation(adapter, relation_name)
+        database, schema, identifier = relation.database, relation.schema, relation.identifier
+        selector = model_name
+    found = adapter.get_relation(database, schema, identifier)
     if found is None:
-        raise ConfigError(
+        raise NotBuilt(
             f"model {model_name} is not built: {relation_name} does not exist in the warehouse; "
-            f"run `dbt build --select {model_name}` first")
+            f"run `dbt build --select {selector}` first")
     return [Column(c.name, c.dtype) for c in adapter.get_columns_in_relation(found)]
 
 

@@ -1,0 +1,157 @@
+"""Where a meta key was declared, and the line of every key under it.
+
+dbt's manifest says which YAML file patched a model, not where in it (or whether the meta came from
+that file at all: dbt_project.yml `+meta` and SQL `config(meta=...)` also set it). This module re-reads
+the candidate files with PyYAML's composer, which keeps line numbers, so a problem can point at
+`models/marts/_marts.yml:14`. Best effort: a file that can't be read or parsed gives no lines.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..spec import Source
+
+RESOURCE_SECTIONS = {"model": "models", "snapshot": "snapshots", "seed": "seeds"}
+
+
+@dataclass
+class YamlFiles:
+    """Composed YAML documents of one project, read once per file."""
+
+    root: Path
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def node(self, relative: str) -> Any:
+        if relative not in self._cache:
+            self._cache[relative] = _compose(self.root / relative)
+        return self._cache[relative]
+
+    def text(self, relative: str) -> str | None:
+        try:
+            return (self.root / relative).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+
+def _compose(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.compose(handle, Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def key_lines(node: Any, prefix: str) -> dict[str, int]:
+    """{key path: 1-based line} for a composed YAML node, paths in `emarsys.syncs[0].key` form."""
+    lines: dict[str, int] = {}
+
+    def walk(current: Any, path: str) -> None:
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                child = f"{path}.{key_node.value}"
+                lines[child] = key_node.start_mark.line + 1
+                walk(value_node, child)
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                child = f"{path}[{index}]"
+                lines[child] = item.start_mark.line + 1
+                walk(item, child)
+
+    walk(node, prefix)
+    return lines
+
+
+def _get(node: Any, key: str) -> tuple[Any, Any]:
+    """(key node, value node) of `key` in a mapping node."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if getattr(key_node, "value", None) == key:
+                return key_node, value_node
+    return None, None
+
+
+def _scalar(node: Any) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _source(path: str, meta_key: str, key_node: Any, value_node: Any) -> Source:
+    lines = key_lines(value_node, meta_key)
+    lines[meta_key] = key_node.start_mark.line + 1
+    return Source(path, meta_key, lines)
+
+
+def in_properties_file(files: YamlFiles, path: str, resource_type: str, name: str, version: str | None,
+                       meta_key: str) -> Source | None:
+    """`meta_key` under the resource's `config.meta` (or the older top-level `meta`) in a YAML file."""
+    doc = files.node(path)
+    _, entries = _get(doc, RESOURCE_SECTIONS.get(resource_type, "models"))
+    if not isinstance(entries, yaml.SequenceNode):
+        return None
+    for entry in entries.value:
+        _, name_node = _get(entry, "name")
+        if _scalar(name_node) != name:
+            continue
+        scopes = []
+        if version is not None:
+            _, versions = _get(entry, "versions")
+            for item in getattr(versions, "value", []) if isinstance(versions, yaml.SequenceNode) else []:
+                _, v_node = _get(item, "v")
+                if _scalar(v_node) == str(version):
+                    scopes.append(item)
+        scopes.append(entry)
+        for scope in scopes:
+            for parent in (_get(_get(scope, "config")[1], "meta")[1], _get(scope, "meta")[1]):
+                key_node, value_node = _get(parent, meta_key)
+                if key_node is not None:
+                    return _source(path, meta_key, key_node, value_node)
+    return None
+
+
+def in_project_file(files: YamlFiles, resource_type: str, fqn: list[str], meta_key: str) -> Source | None:
+    """The most specific `+meta: {meta_key: ...}` on the resource's path in dbt_project.yml."""
+    doc = files.node("dbt_project.yml")
+    _, node = _get(doc, RESOURCE_SECTIONS.get(resource_type, "models"))
+    found = None
+    for part in [None, *fqn]:
+        if part is not None:
+            _, node = _get(node, part)
+            if node is None:
+                break
+        for meta_name in ("+meta", "meta"):
+            key_node, value_node = _get(_get(node, meta_name)[1], meta_key)
+            if key_node is not None:
+                found = _source("dbt_project.yml", meta_key, key_node, value_node)
+    return found
+
+
+_QUOTED = "(['\"]){key}\\1"
+
+
+def in_sql_file(files: YamlFiles, path: str, meta_key: str) -> Source | None:
+    """`config(meta={'emarsys': ...})` in a SQL file: the line of the key (no deeper lines)."""
+    text = files.text(path)
+    if not text or "config" not in text or "meta" not in text:
+        return None
+    match = re.search(_QUOTED.format(key=re.escape(meta_key)), text)
+    if match is None:
+        return None
+    return Source(path, meta_key, {meta_key: text.count("\n", 0, match.start()) + 1})
+
+
+def in_vars(files: YamlFiles, project_name: str, var_name: str) -> Source | None:
+    """`vars: {emarsys: ...}` (global or scoped to the root project) in dbt_project.yml."""
+    doc = files.node("dbt_project.yml")
+    _, variables = _get(doc, "vars")
+    for scope, prefix in ((_get(variables, project_name)[1], f"vars.{project_name}"), (variables, "vars")):
+        key_node, value_node = _get(scope, var_name)
+        if key_node is not None:
+            lines = key_lines(value_node, f"{prefix}.{var_name}")
+            lines[f"{prefix}.{var_name}"] = key_node.start_mark.line + 1
+            return Source("dbt_project.yml", f"{prefix}.{var_name}", lines)
+    return None
