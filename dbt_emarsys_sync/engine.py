@@ -1,148 +1,779 @@
-"""One sync, start to end: read -> map -> batch -> send -> account for every key.
+"""One sync, start to end: lock -> recover -> diff in the warehouse -> map -> send -> checkpoint -> fold.
 
-The engine sees the warehouse through `WarehouseSource` and Emarsys through `EmarsysClient`; it does
-not import dbt.
+    plan(job)      lock the sync, fold what an interrupted run had acknowledged, then materialise this
+                   run's plan with SQL: new and changed rows, departed keys, rows rejected by SQL
+    prepare(job)   the mapper for the sync (needs the Emarsys field catalogue): configuration errors
+                   surface here, before any sync writes anything
+    send(job)      read the plan in seq order, map, batch, send; checkpoint every acknowledged batch;
+                   fold the acknowledged rows into the snapshot; unlock
+
+The engine sees the warehouse through `WarehouseAccess` (state SQL, no dbt import) and Emarsys through
+`EmarsysClient`. A dry run does the diff into a temporary table, maps every row it would send, and
+writes nothing to Emarsys or to the state.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Iterator, Protocol
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 import orjson
 
-from .emarsys import EmarsysClient, FieldCatalog, TransientError
+from .dbt.state import REMOVE, UPSERT, PlanRow, PlanSummary, StateStore, SyncShape, mapping_fingerprint, \
+    new_run_id
+from .emarsys import EmarsysClient, EmarsysError, FieldCatalog
 from .emarsys.batching import MAX_BATCH_BYTES, MAX_BATCH_CONTACTS, ContactBatcher
-from .emarsys.errors import AuthError, PermissionDenied, RequestRejected
 from .errors import ConfigError
-from .mapping import MappingError, Rejection, RowMapper
+from .mapping import EMAIL_FIELD_ID, MappingError, Rejection, RowMapper, hash_columns, read_columns
 from .report import SyncReport
 from .spec import Sync
 
 log = logging.getLogger(__name__)
 
+MAX_LIST_KEYS = 10_000
+NOT_FOUND = 2008            # "No contact found with the external id"
 
-class WarehouseSource(Protocol):
-    def columns(self, sync: Sync) -> list[str]: ...
 
-    def rows(self, sync: Sync, columns: list[str]) -> Iterator[list[tuple]]: ...
+class WarehouseAccess(Protocol):
+    store: StateStore
+
+    def connection(self, name: str) -> AbstractContextManager: ...
+
+    def columns(self, sync: Sync) -> list[tuple[str, str]]: ...
+
+
+class ProgressSink(Protocol):
+    def phase(self, sync: str, text: str, total: int | None = None) -> None: ...
+
+    def advance(self, sync: str, n: int) -> None: ...
+
+
+class _NoProgress:
+    def phase(self, sync: str, text: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, sync: str, n: int) -> None:
+        pass
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     max_batch_contacts: int = MAX_BATCH_CONTACTS
     max_batch_bytes: int = MAX_BATCH_BYTES
-    in_flight: int = 4            # concurrent requests per sync
+    in_flight: int = 4                 # concurrent requests per sync
+    read_page: int = 10_000            # plan rows read per query
+    list_batch: int = MAX_LIST_KEYS    # keys per contact-list add/remove call
+    lock_timeout: float = 60.0         # seconds to wait for another run of the same sync
+    stale_lock_after: float = 600.0    # a lock without heartbeat for this long (other host) is taken over
+    # Waits before re-adding keys a list add didn't find yet (2008 right after their upsert:
+    # Emarsys is eventually consistent between the contact and the list services).
+    add_retry_waits: tuple[float, ...] = (1.0, 3.0, 10.0)
+    check_ids_limit: int = 10_000      # dry run: ask Emarsys about at most this many new keys
 
 
 @dataclass(frozen=True)
-class PreparedSync:
+class RunOptions:
+    dry_run: bool = False
+    full_refresh: bool = False
+    allow_mass_removal: bool = False
+    samples: int = 5                   # dry run: sample rows per category
+
+
+class SafetyRefusal(Exception):
+    """A mirror run that would remove too much, or act on an empty model."""
+
+
+@dataclass
+class SyncJob:
     sync: Sync
-    mapper: RowMapper
+    shape: SyncShape
+    report: SyncReport
+    run_id: str = field(default_factory=new_run_id)
+    plan: PlanSummary | None = None
+    mapper: RowMapper | None = None
+    locked: bool = False
+    recorded: bool = False
+    list_members: int | None = None     # mirror full refresh: the list's members read from Emarsys
+
+    @property
+    def name(self) -> str:
+        return self.sync.name
+
+    @property
+    def is_mirror(self) -> bool:
+        return self.sync.spec.behaviour == "mirror"
+
+    @property
+    def needs_sending(self) -> bool:
+        return self.plan is not None and self.plan.has_work and not self.report.finished
+
+
+def build_shape(sync: Sync, columns: list[tuple[str, str]]) -> SyncShape:
+    """What the warehouse needs to know about a sync; ConfigError naming file/model/sync when a column
+    the declaration names is not in the model."""
+    spec, model = sync.spec, sync.model
+    names = [name for name, _ in columns]
+    try:
+        read = read_columns(spec, names)
+    except MappingError as exc:
+        raise ConfigError(f"{model.yaml_path}: model {model.name}: sync {sync.name}: {exc}") from None
+    if not model.relation_name:
+        raise ConfigError(f"model {model.name} has no relation to read")
+    key_field = str(spec.key.field).strip().lower()
+    email_key = key_field in ("email", str(EMAIL_FIELD_ID), "e-mail")
+    return SyncShape(
+        name=sync.name, model_relation=model.relation_name, key_column=read[0],
+        lower_key=email_key and spec.normalize_email, email_key=email_key, read_columns=tuple(read),
+        hash_columns=tuple(hash_columns(spec, names)), column_types=dict(columns),
+        fingerprint=mapping_fingerprint(spec), mirror=spec.behaviour == "mirror")
+
+
+# -- batches ------------------------------------------------------------------------------------------
+
+
+Rejected = tuple[int, "str | None", str, str]      # (seq, key, code, message)
+
+
+@dataclass
+class _Batch:
+    """One request's worth of plan rows: the seq range it settles, the keys it sends, the rows of that
+    range already rejected before sending."""
+
+    ranges: list[tuple[int, int]]
+    keys: list[str]
+    seqs: list[int]
+    body: bytes = b""
+    rejections: list[Rejected] = field(default_factory=list)
+
+    def seq_of(self) -> dict[str, int]:
+        return dict(zip(self.keys, self.seqs))
+
+    @property
+    def rows(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.ranges)
+
+
+class _RangeBatcher:
+    """ContactBatcher plus bookkeeping of which seq range each request body settles."""
+
+    def __init__(self, key_id: str, options: EngineOptions, start: int):
+        self.batcher = ContactBatcher(key_id, options.max_batch_contacts, options.max_batch_bytes)
+        self.seqs: list[int] = []
+        self.rejections: list[Rejected] = []
+        self.start = start
+
+    def reject(self, seq: int, key: str | None, code: str, message: str) -> None:
+        self.rejections.append((seq, key, code, message))
+
+    def add(self, seq: int, key: str, encoded: bytes) -> _Batch | None:
+        full = self.batcher.add(key, encoded)
+        self.seqs.append(seq)
+        if full is None:
+            return None
+        keys, body = full
+        seqs, self.seqs = self.seqs[:len(keys)], self.seqs[len(keys):]
+        hi = seqs[-1]
+        taken = [r for r in self.rejections if r[0] <= hi]
+        self.rejections = [r for r in self.rejections if r[0] > hi]
+        batch = _Batch([(self.start, hi)], keys, seqs, body, taken)
+        self.start = hi + 1
+        return batch
+
+    def flush(self, end: int) -> _Batch | None:
+        full = self.batcher.flush()
+        keys, body = full if full else ([], b"")
+        if not keys and not self.rejections and self.start > end:
+            return None
+        batch = _Batch([(self.start, end)], keys, self.seqs, body, self.rejections)
+        self.seqs, self.rejections, self.start = [], [], end + 1
+        return batch
+
+
+class _InFlight:
+    """Requests of one sync in flight on a thread pool. `submit` blocks while `limit` are pending;
+    results are settled on the submitting thread (where the warehouse connection is)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, limit: int):
+        self.pool, self.limit = pool, limit
+        self.pending: dict[Future, tuple[_Batch, Callable]] = {}
+
+    def submit(self, fn: Callable[[], Any], batch: _Batch, on_done: Callable[[_Batch, Any], None]) -> None:
+        while len(self.pending) >= self.limit:
+            self.settle(block=True)
+        self.pending[self.pool.submit(_capture, fn)] = (batch, on_done)
+
+    def settle(self, block: bool = False) -> None:
+        if not self.pending:
+            return
+        done, _ = wait(list(self.pending), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        for fut in done:
+            batch, on_done = self.pending.pop(fut)
+            on_done(batch, fut.result())
+
+    def drain(self) -> None:
+        while self.pending:
+            self.settle(block=True)
+
+
+def _capture(fn: Callable[[], Any]) -> Any:
+    """Run in a sender thread; hand an exception back as the result instead of raising."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - settled (and re-raised if fatal) on the engine's thread
+        return exc
+
+
+# -- the engine ---------------------------------------------------------------------------------------
 
 
 class Engine:
-    def __init__(self, client: EmarsysClient, catalog: FieldCatalog, source: WarehouseSource,
-                 options: EngineOptions | None = None):
-        self.client = client
-        self.catalog = catalog
-        self.source = source
+    def __init__(self, warehouse: WarehouseAccess, options: EngineOptions | None = None,
+                 run: RunOptions | None = None, progress: ProgressSink | None = None):
+        self.warehouse = warehouse
         self.options = options or EngineOptions()
+        self.run_options = run or RunOptions()
+        self.progress = progress or _NoProgress()
 
-    def prepare(self, sync: Sync) -> "PreparedSync":
-        """Check the sync against its model and the account; raise ConfigError before any write."""
-        columns = self.source.columns(sync)
-        try:
-            mapper = RowMapper(sync.spec, self.catalog, columns)
-        except MappingError as exc:
-            raise ConfigError(f"{sync.model.yaml_path}: model {sync.model.name}: sync {sync.name}: "
-                              f"{exc}") from None
-        return PreparedSync(sync, mapper)
+    @property
+    def store(self) -> StateStore:
+        return self.warehouse.store
 
-    def run(self, prepared: "PreparedSync") -> SyncReport:
-        sync, spec = prepared.sync, prepared.sync.spec
-        report = SyncReport(sync.name, sync.model.name, spec.object, spec.behaviour)
-        report.start()
-        if spec.object == "contact_list":
-            report.finish("skipped", "contact list mirror syncs are not run by this version")
-            return report
-        requests_before, bytes_before = self.client.requests_sent, self.client.bytes_sent
-        try:
-            self._send_contacts(sync, prepared.mapper, report)
-        except (ConfigError, AuthError, PermissionDenied, RequestRejected, TransientError) as exc:
-            report.finish("failed", str(exc))
-        else:
-            report.finish()
-        finally:
-            report.api_requests = self.client.requests_sent - requests_before
-            report.bytes_sent = self.client.bytes_sent - bytes_before
-        return report
+    # -- plan ---------------------------------------------------------------------------------
 
-    def _send_contacts(self, sync: Sync, mapper: RowMapper, report: SyncReport) -> None:
-        create = sync.spec.behaviour == "update_or_create"
-        batcher = ContactBatcher(mapper.key_id, self.options.max_batch_contacts, self.options.max_batch_bytes)
-        seen: set[str] = set()
-        pending: set[Future] = set()
-        failure: list[Exception] = []
+    def plan(self, job: SyncJob, client: EmarsysClient | None = None) -> None:
+        """Lock, recover, diff (in the job's own warehouse connection). Failures end the job's report."""
+        report, store = job.report, self.store
+        t0 = time.monotonic()
+        with self.warehouse.connection(f"emarsys-{job.name}"):
+            try:
+                self.progress.phase(job.name, "waiting for the sync's lock")
+                store.acquire_lock(job.name, job.run_id, self.options.lock_timeout, self.options.stale_lock_after)
+                job.locked = True
+                store.record_run_start(job.run_id, job.name, job.sync.model.name, job.sync.spec.object,
+                                       job.sync.spec.behaviour, self.run_options.full_refresh)
+                job.recorded = True
+                for recovery in store.recover(job.name):
+                    report.recovered += recovery.acknowledged + recovery.removed
+                    log.warning("sync %s: run %s was interrupted; kept the %d rows it had acknowledged",
+                                job.name, recovery.run_id, recovery.acknowledged + recovery.removed)
+                self.progress.phase(job.name, "comparing the model with the last acknowledged state")
+                members_table = None
+                if job.is_mirror and self.run_options.full_refresh:
+                    if client is None:
+                        raise ConfigError("a full refresh of a contact list needs Emarsys credentials")
+                    members_table = self._read_list_members(job, client)
+                try:
+                    job.plan = store.create_plan(job.shape, job.run_id, full_refresh=self.run_options.full_refresh,
+                                                 members_table=members_table)
+                finally:
+                    if members_table:
+                        store.drop_table(members_table)
+                self._account_plan(job)
+                if not job.plan.has_work:
+                    # Nothing for Emarsys: record the SQL rejections and the departed keys now.
+                    store.fold(job.name, job.run_id, job.plan.table, completed=True)
+                    self._end(job, None)
+            except Exception as exc:  # noqa: BLE001 - a sync's failure is reported, the others go on
+                self._abandon(job, exc)
+            finally:
+                report.plan_seconds = round(time.monotonic() - t0, 3)
 
-        def settle(done: set[Future]) -> None:
-            for fut in done:
-                keys, outcome = fut.result()
-                if isinstance(outcome, Exception):
-                    report.failed_retryable += len(keys)
-                    failure.append(outcome)
-                    continue
-                report.acknowledged += len(outcome.acknowledged)
-                report.created += outcome.created
-                report.updated += outcome.updated
-                for key, (code, message) in outcome.rejected.items():
-                    report.reject(key, str(code), message)
+    def _account_plan(self, job: SyncJob) -> None:
+        plan, report = job.plan, job.report
+        assert plan is not None
+        report.rows_read = plan.model_rows
+        report.unchanged = plan.unchanged
+        report.planned_new, report.planned_changed = plan.new, plan.changed
+        report.planned_removals, report.departed = plan.removals, plan.forgotten
+        for key, code, key_rows in self.store.sql_rejections(plan.table, limit=20):
+            reason = (f"the key appears {key_rows} times in the model; every row of it is rejected"
+                      if code == "duplicate_key" else
+                      f"the key column {job.shape.key_column!r} is null or empty" if key is None else
+                      f"{key!r} is not a valid email address")
+            report.reject(key, code, reason, count=0)
+        for code, count in plan.sql_rejected_by_code.items():
+            report.rejected += count
+            report.rejected_by_code[code] = report.rejected_by_code.get(code, 0) + count
 
-        def submit(pool: ThreadPoolExecutor, batch: tuple[list[str], bytes]) -> None:
-            keys, body = batch
-            report.sent += len(keys)
-            pending.add(pool.submit(self._send_one, mapper.key_id, keys, body, create))
-            while len(pending) >= self.options.in_flight:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                pending.difference_update(done)
-                settle(done)
+    def _read_list_members(self, job: SyncJob, client: EmarsysClient) -> str | None:
+        """A mirror's full refresh: the list's real members (id and email) into a state table."""
+        spec = job.sync.spec
+        found = client.find_contact_list(spec.list or "")
+        table = self.store.create_members_table(job.name, temporary=self.run_options.dry_run)
+        job.list_members = 0
+        if found is None:
+            return table
+        job.report.list_id = found.id
+        self.progress.phase(job.name, f"reading the members of list {spec.list!r}")
+        for page in client.iter_list_member_ids(found.id):
+            job.list_members += len(page)
+            for start in range(0, len(page), 1000):
+                ids = page[start:start + 1000]
+                rows, _errors = client.get_contacts("id", [str(i) for i in ids], [EMAIL_FIELD_ID])
+                emails = {int(r["id"]): r.get(str(EMAIL_FIELD_ID)) for r in rows if r.get("id") is not None}
+                self.store.add_members(table, [(i, emails.get(i)) for i in ids], job.shape.lower_key)
+        return table
 
-        with ThreadPoolExecutor(self.options.in_flight, thread_name_prefix=f"send-{sync.name}") as pool:
-            for rows in self.source.rows(sync, mapper.read_columns):
-                for row in rows:
-                    report.rows_read += 1
-                    key = mapper.key_of(row)
-                    if isinstance(key, Rejection):
-                        report.reject(key.key, key.code, key.reason)
-                        continue
-                    if key in seen:
-                        report.reject(key, "duplicate_key", "the key appears more than once in the model")
-                        continue
-                    seen.add(key)
-                    payload = mapper.payload(key, row)
+    # -- dry run ------------------------------------------------------------------------------
+
+    def preview(self, job: SyncJob, client: EmarsysClient | None, catalog: FieldCatalog | None) -> None:
+        """A dry run: the plan in a temporary table, every row it would send mapped (so rejections are
+        predicted), samples per category; nothing is written to Emarsys or to the state."""
+        report, store = job.report, self.store
+        report.dry_run = True
+        t0 = time.monotonic()
+        notes: list[str] = []
+        with self.warehouse.connection(f"emarsys-{job.name}"):
+            members_table = None
+            try:
+                if store.exists() and store.pending_plans(job.name):
+                    notes.append("an interrupted run left a plan: the next run first keeps the rows it had "
+                                 "sent, so it sends fewer than shown here")
+                if job.is_mirror and self.run_options.full_refresh:
+                    if client is None:
+                        raise ConfigError("a full refresh of a contact list reads the list from Emarsys: "
+                                          "set the Emarsys credentials")
+                    members_table = self._read_list_members(job, client)
+                job.plan = store.create_plan(job.shape, job.run_id, full_refresh=self.run_options.full_refresh,
+                                             temporary=True, members_table=members_table)
+                self._account_plan(job)
+                if catalog is not None:
+                    self.prepare(job, catalog)
+                else:
+                    notes.append("no Emarsys credentials: rows were not checked against the field catalogue")
+                self._preview_rows(job, client)
+                if job.is_mirror:
+                    try:
+                        self._check_safety(job)
+                    except SafetyRefusal as exc:
+                        report.finish("failed", f"the run would refuse: {exc}")
+                if not report.finished:
+                    report.finish("planned", "; ".join(notes))
+            except Exception as exc:  # noqa: BLE001
+                if not isinstance(exc, (EmarsysError, ConfigError)):
+                    log.exception("sync %s: dry run failed", job.name)
+                report.finish("failed", str(exc) if isinstance(exc, (EmarsysError, ConfigError))
+                              else f"{type(exc).__name__}: {exc}")
+            finally:
+                report.plan_seconds = round(time.monotonic() - t0, 3)
+                try:
+                    if job.plan is not None:
+                        store.drop_temporary_plan(job.plan.table)
+                    if members_table is not None:
+                        store.drop_temporary_plan(members_table)
+                except Exception:  # noqa: BLE001 - temporary tables go with the connection anyway
+                    log.debug("could not drop the dry run's temporary tables", exc_info=True)
+
+    def _preview_rows(self, job: SyncJob, client: EmarsysClient | None) -> None:
+        plan, mapper, report, store = job.plan, job.mapper, job.report, self.store
+        assert plan is not None
+        limit = max(self.run_options.samples, 0)
+        samples: dict[str, list[dict]] = {"new": [], "changed": [], "removals": []}
+        new_keys: list[str] = []
+        lo, hi = plan.upsert_range
+        for page in store.read_plan(plan.table, lo, hi, self.options.read_page):
+            for row in page:
+                if mapper is not None:
+                    payload = self._payload(mapper, row)
                     if isinstance(payload, Rejection):
                         report.reject(payload.key, payload.code, payload.reason)
                         continue
-                    full = batcher.add(key, orjson.dumps(payload))
-                    if full:
-                        submit(pool, full)
-                    if failure:
-                        break
-                if failure:
-                    break
-            last = batcher.flush()
-            if last and not failure:
-                submit(pool, last)
-            done, _ = wait(pending)
-            settle(done)
-        if failure:
-            raise failure[0]
+                category = "changed" if row.known else "new"
+                if len(samples[category]) < limit:
+                    samples[category].append({"key": row.key, **dict(zip(job.shape.read_columns, row.values))})
+                if not row.known and row.key is not None and len(new_keys) <= self.options.check_ids_limit:
+                    new_keys.append(row.key)
+        lo, hi = plan.remove_range
+        if lo <= hi and limit:
+            for page in store.read_plan(plan.table, lo, min(hi, lo + limit - 1), limit):
+                samples["removals"] += [{"key": row.key, **({"contact_id": row.member_id}
+                                                            if row.member_id is not None else {})}
+                                        for row in page]
+        report.samples = {k: v for k, v in samples.items() if v}
+        # Emarsys can tell which new keys already exist (checkids, 1000 keys a call): worth it for a
+        # bounded number of keys only.
+        if (client is None or mapper is None or not new_keys or len(new_keys) > self.options.check_ids_limit
+                or mapper.key_id in ("id", "uid")):
+            return
+        existing: set[str] = set()
+        for start in range(0, len(new_keys), 1000):
+            existing.update(client.check_ids(mapper.key_id, new_keys[start:start + 1000]))
+        found = sum(1 for k in new_keys if k in existing)
+        report.would_update = plan.changed + found
+        if job.sync.spec.behaviour == "update_only":
+            report.would_create = 0
+            for key in new_keys:
+                if key not in existing:
+                    report.reject(key, str(NOT_FOUND), "no contact has this key in Emarsys, and update_only "
+                                                       "never creates one")
+        else:
+            report.would_create = len(new_keys) - found
 
-    def _send_one(self, key_id: str, keys: list[str], body: bytes, create: bool):
-        """Runs in a sender thread; returns (keys, outcome or exception), never raises."""
+    # -- prepare ------------------------------------------------------------------------------
+
+    def prepare(self, job: SyncJob, catalog: FieldCatalog) -> None:
+        """The row mapper; raises ConfigError naming the file, model and sync."""
+        sync = job.sync
         try:
-            return keys, self.client.upsert_contacts(key_id, keys, body, create)
-        except Exception as exc:  # noqa: BLE001 - handed back to the engine's thread
-            return keys, exc
+            job.mapper = RowMapper(sync.spec, catalog, list(job.shape.column_types))
+        except MappingError as exc:
+            raise ConfigError(f"{sync.model.yaml_path}: model {sync.model.name}: sync {sync.name}: {exc}") \
+                from None
+
+    def abandon(self, job: SyncJob, reason: str) -> None:
+        """Give up a planned job before anything was sent (another sync's configuration error)."""
+        with self.warehouse.connection(f"emarsys-{job.name}"):
+            if job.plan is not None:
+                self.store.drop_plan(job.name, job.run_id, job.plan.table)
+                job.plan = None
+            self._end(job, "skipped", reason)
+
+    # -- send ---------------------------------------------------------------------------------
+
+    def send(self, job: SyncJob, client: EmarsysClient) -> None:
+        report = job.report
+        t0 = time.monotonic()
+        requests_before, bytes_before = client.requests_sent, client.bytes_sent
+        with self.warehouse.connection(f"emarsys-{job.name}"):
+            outcome: tuple[str | None, str] = (None, "")
+            completed = False
+            try:
+                if job.is_mirror:
+                    self._check_safety(job)
+                    self._send_mirror(job, client)
+                else:
+                    self._send_contacts(job, client)
+                completed = True
+            except SafetyRefusal as exc:
+                self.store.drop_plan(job.name, job.run_id, job.plan.table)  # type: ignore[union-attr]
+                job.plan = None
+                outcome = ("failed", str(exc))
+            except (EmarsysError, ConfigError) as exc:
+                outcome = ("failed", str(exc))
+            except Exception as exc:  # noqa: BLE001
+                log.exception("sync %s failed", job.name)
+                outcome = ("failed", f"{type(exc).__name__}: {exc}")
+            finally:
+                report.api_requests = client.requests_sent - requests_before
+                report.bytes_sent = client.bytes_sent - bytes_before
+                report.send_seconds = round(time.monotonic() - t0, 3)
+                if job.plan is not None:
+                    try:
+                        self.store.fold(job.name, job.run_id, job.plan.table, completed=completed)
+                    except Exception as exc:  # noqa: BLE001 - the next run's recovery folds it
+                        log.exception("sync %s: could not fold the acknowledged rows", job.name)
+                        outcome = ("failed", f"could not record the acknowledged rows (the next run "
+                                             f"will): {exc}")
+                if report.failed_retryable and outcome[0] is None:
+                    outcome = ("failed", f"{report.failed_retryable} rows could not be sent; they are sent "
+                                         "again on the next run")
+                self._end(job, *outcome)
+
+    # contacts: update or create, update only
+
+    def _send_contacts(self, job: SyncJob, client: EmarsysClient) -> None:
+        plan, mapper = job.plan, job.mapper
+        assert plan is not None and mapper is not None
+        create = job.sync.spec.behaviour == "update_or_create"
+        lo, hi = plan.upsert_range
+        self.progress.phase(job.name, "sending contacts", total=plan.upserts)
+        failures: list[Exception] = []
+
+        def on_upsert(batch: _Batch, outcome: Any) -> None:
+            if isinstance(outcome, Exception):
+                self._batch_failed(job, batch, outcome, failures)
+                return
+            self._settle_upsert(job, batch, outcome)
+            self.store.checkpoint(job.name, job.run_id, batch.ranges, batch.rejections)
+            self.progress.advance(job.name, batch.rows)
+
+        with ThreadPoolExecutor(self.options.in_flight, thread_name_prefix=f"send-{job.name}") as pool:
+            flight = _InFlight(pool, self.options.in_flight)
+            for batch in self._upsert_batches(job, mapper, lo, hi, failures):
+                if not batch.keys:
+                    self.store.checkpoint(job.name, job.run_id, batch.ranges, batch.rejections)
+                    self._count_rejections(job, batch.rejections)
+                    self.progress.advance(job.name, batch.rows)
+                    continue
+                self._count_rejections(job, batch.rejections)
+                job.report.sent += len(batch.keys)
+                flight.submit(lambda b=batch: client.upsert_contacts(mapper.key_id, b.keys, b.body, create),
+                              batch, on_upsert)
+                flight.settle()
+            flight.drain()
+        if failures:
+            raise failures[0]
+
+    def _upsert_batches(self, job: SyncJob, mapper: RowMapper, lo: int, hi: int, failures: list):
+        """Plan rows lo..hi -> request bodies; rows that can't be sent become rejections in their range."""
+        batcher = _RangeBatcher(mapper.key_id, self.options, lo)
+        for page in self.store.read_plan(job.plan.table, lo, hi, self.options.read_page):  # type: ignore
+            for row in page:
+                payload = self._payload(mapper, row)
+                if isinstance(payload, Rejection):
+                    batcher.reject(row.seq, row.key, payload.code, payload.reason)
+                    continue
+                try:
+                    full = batcher.add(row.seq, row.key, orjson.dumps(payload))  # type: ignore[arg-type]
+                except ValueError as exc:   # a contact over the byte cap on its own
+                    batcher.reject(row.seq, row.key, "too_large", str(exc))
+                    continue
+                if full is not None:
+                    yield full
+                if failures:
+                    return
+        last = batcher.flush(hi)
+        if last is not None and not failures:
+            yield last
+
+    @staticmethod
+    def _payload(mapper: RowMapper, row: PlanRow) -> dict | Rejection:
+        if row.key is None:
+            return Rejection(None, "the key is null", "invalid_key")
+        problem = mapper.check_key(row.key)
+        if problem is not None:
+            return problem
+        return mapper.payload(row.key, row.values)
+
+    def _settle_upsert(self, job: SyncJob, batch: _Batch, outcome: Any) -> None:
+        report = job.report
+        seq_of = batch.seq_of()
+        for key, (code, message) in outcome.rejected.items():
+            batch.rejections.append((seq_of.get(key, 0), key, str(code), message))
+            report.reject(key, str(code), message)
+        with report._lock:
+            report.acknowledged += len(outcome.acknowledged)
+            report.created += outcome.created
+            report.updated += outcome.updated
+
+    def _batch_failed(self, job: SyncJob, batch: _Batch, exc: Exception, failures: list) -> None:
+        """A request failed as a whole (after the client's retries): its rows are neither acknowledged
+        nor rejected; they stay out of the snapshot and go again next run."""
+        job.report.failed_retryable += len(batch.keys)
+        # Rows of the range rejected before sending are still rejected: record them, without the range.
+        if batch.rejections:
+            self.store.checkpoint(job.name, job.run_id, [], batch.rejections)
+        failures.append(exc)
+
+    def _count_rejections(self, job: SyncJob, rejections: list[Rejected]) -> None:
+        for _seq, key, code, message in rejections:
+            job.report.reject(key, code, message)
+
+    # mirror: contacts first, then list membership
+
+    def _check_safety(self, job: SyncJob) -> None:
+        plan, spec = job.plan, job.sync.spec
+        assert plan is not None
+        if self.run_options.allow_mass_removal:
+            return
+        list_name = spec.list
+        if plan.model_rows == 0 and not spec.safety.allow_empty:
+            raise SafetyRefusal(
+                f"refusing to mirror an empty model into list {list_name!r}: model {job.sync.model.name} has no "
+                f"rows, which would remove all {plan.snapshot_rows} members this sync put there. If the "
+                "audience is really empty, pass --allow-mass-removal or set safety.allow_empty: true")
+        # The members this sync put on the list (what the snapshot holds), or on a full refresh what
+        # the list really holds in Emarsys.
+        members = job.list_members if job.list_members is not None else plan.snapshot_rows
+        if plan.removals and members:
+            share = plan.removals / members
+            limit = spec.safety.max_removal_share
+            if share > limit:
+                raise SafetyRefusal(
+                    f"refusing to remove {plan.removals} of the {members} members of list {list_name!r} in one "
+                    f"run ({share:.1%}; the limit is {limit:.0%}, safety.max_removal_share). If that is "
+                    "intended, pass --allow-mass-removal or raise safety.max_removal_share")
+
+    def _send_mirror(self, job: SyncJob, client: EmarsysClient) -> None:
+        plan, mapper, spec = job.plan, job.mapper, job.sync.spec
+        assert plan is not None and mapper is not None
+        list_id = self._list_id(job, client)
+        job.report.list_id = list_id
+        key_id = mapper.key_id
+        failures: list[Exception] = []
+        self.progress.phase(job.name, f"updating the audience's contacts and list {spec.list!r}",
+                            total=plan.upserts)
+        adds = _Batch([], [], [])
+
+        def on_add(batch: _Batch, outcome: Any) -> None:
+            if isinstance(outcome, Exception):
+                self._batch_failed(job, batch, outcome, failures)
+                return
+            seq_of = batch.seq_of()
+            for key, (code, message) in outcome.rejected.items():
+                batch.rejections.append((seq_of.get(key, 0), key, str(code), message))
+                job.report.reject(key, str(code), message)
+            job.report.added += len(outcome.acknowledged)
+            self.store.checkpoint(job.name, job.run_id, batch.ranges, batch.rejections)
+            self.progress.advance(job.name, batch.rows)
+
+        def submit_adds(flight: _InFlight, force: bool) -> None:
+            nonlocal adds
+            if not adds.ranges or (not force and len(adds.keys) < self.options.list_batch):
+                return
+            batch, adds = adds, _Batch([], [], [])
+            if not batch.keys:
+                on_add(batch, _empty_outcome())
+                return
+            flight.submit(lambda b=batch: self._add_members(client, list_id, key_id, b.keys), batch, on_add)
+
+        def on_upsert(batch: _Batch, outcome: Any) -> None:
+            if isinstance(outcome, Exception):
+                self._batch_failed(job, batch, outcome, failures)
+                return
+            self._settle_upsert(job, batch, outcome)
+            # The contacts exist now; their membership is the next request. The range is checkpointed
+            # when the add is acknowledged.
+            rejected = set(outcome.rejected)
+            for key, seq in zip(batch.keys, batch.seqs):
+                if key not in rejected:
+                    adds.keys.append(key)
+                    adds.seqs.append(seq)
+            adds.ranges.extend(batch.ranges)
+            adds.rejections.extend(batch.rejections)
+
+        lo, hi = plan.upsert_range
+        with ThreadPoolExecutor(self.options.in_flight, thread_name_prefix=f"send-{job.name}") as pool:
+            flight = _InFlight(pool, self.options.in_flight)
+            for batch in self._upsert_batches(job, mapper, lo, hi, failures):
+                self._count_rejections(job, batch.rejections)
+                if not batch.keys:
+                    on_upsert(batch, _empty_outcome())
+                else:
+                    job.report.sent += len(batch.keys)
+                    flight.submit(lambda b=batch: client.upsert_contacts(key_id, b.keys, b.body, True),
+                                  batch, on_upsert)
+                    flight.settle()
+                submit_adds(flight, force=False)
+            flight.drain()
+            if not failures:
+                submit_adds(flight, force=True)
+                flight.drain()
+            if failures:
+                raise failures[0]
+            self._remove_members(job, client, list_id, flight, failures)
+            flight.drain()
+        if failures:
+            raise failures[0]
+
+    def _list_id(self, job: SyncJob, client: EmarsysClient) -> int:
+        name = job.sync.spec.list or ""
+        found = client.find_contact_list(name)
+        if found is not None:
+            return found.id
+        log.info("sync %s: creating contact list %r", job.name, name)
+        return client.create_contact_list(name)
+
+    def _add_members(self, client: EmarsysClient, list_id: int, key_id: str, keys: list[str]) -> Any:
+        outcome = client.add_to_list(list_id, key_id, keys)
+        for pause in self.options.add_retry_waits:
+            missing = [k for k, (code, _) in outcome.rejected.items() if code == NOT_FOUND]
+            if not missing:
+                break
+            time.sleep(pause)
+            retry = client.add_to_list(list_id, key_id, missing)
+            for key in missing:
+                outcome.rejected.pop(key, None)
+            outcome.acknowledged.extend(retry.acknowledged)
+            outcome.rejected.update(retry.rejected)
+        return outcome
+
+    def _remove_members(self, job: SyncJob, client: EmarsysClient, list_id: int, flight: _InFlight,
+                        failures: list) -> None:
+        plan, mapper = job.plan, job.mapper
+        assert plan is not None and mapper is not None
+        lo, hi = plan.remove_range
+        if lo > hi:
+            return
+        self.progress.phase(job.name, f"removing members who left list {job.sync.spec.list!r}",
+                            total=plan.removals)
+
+        def on_remove(batch: _Batch, outcome: Any) -> None:
+            if isinstance(outcome, Exception):
+                self._batch_failed(job, batch, outcome, failures)
+                return
+            seq_of = batch.seq_of()
+            removed = len(outcome.acknowledged)
+            for key, (code, message) in outcome.rejected.items():
+                if code == NOT_FOUND:
+                    removed += 1      # no such contact (any more): it is not a member either
+                    continue
+                batch.rejections.append((seq_of.get(key, 0), key, str(code), message))
+                job.report.reject(key, str(code), message)
+            job.report.removed += removed
+            self.store.checkpoint(job.name, job.run_id, batch.ranges, batch.rejections)
+            self.progress.advance(job.name, batch.rows)
+
+        def submit(batch: _Batch, key_id: str) -> None:
+            job.report.sent += len(batch.keys)
+            flight.submit(lambda b=batch: client.remove_from_list(list_id, key_id, b.keys), batch, on_remove)
+
+        # A normal run removes members by the key they were added with; a full refresh removes what the
+        # list really holds, by Emarsys contact id (a plan has one kind or the other).
+        batch, key_id, start = _Batch([], [], []), mapper.key_id, lo
+        for page in self.store.read_plan(plan.table, lo, hi, self.options.read_page):
+            for row in page:
+                if failures:
+                    return
+                key = str(row.member_id) if row.member_id is not None else row.key
+                if key is None:
+                    continue
+                key_id = "id" if row.member_id is not None else mapper.key_id
+                batch.keys.append(key)
+                batch.seqs.append(row.seq)
+                if len(batch.keys) >= self.options.list_batch:
+                    batch.ranges.append((start, row.seq))
+                    start = row.seq + 1
+                    submit(batch, key_id)
+                    batch = _Batch([], [], [])
+        batch.ranges.append((start, hi))
+        if batch.keys:
+            submit(batch, key_id)
+        else:
+            self.store.checkpoint(job.name, job.run_id, batch.ranges, [])
+
+    # -- end ------------------------------------------------------------------------------------
+
+    def _abandon(self, job: SyncJob, exc: Exception) -> None:
+        message = str(exc) if isinstance(exc, (EmarsysError, ConfigError)) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, (EmarsysError, ConfigError)):
+            log.exception("sync %s failed while planning", job.name)
+        try:
+            if job.plan is not None:
+                self.store.drop_plan(job.name, job.run_id, job.plan.table)
+                job.plan = None
+        except Exception:  # noqa: BLE001
+            log.exception("sync %s: could not drop its plan", job.name)
+        self._end(job, "failed", message)
+
+    def _end(self, job: SyncJob, status: str | None, message: str = "") -> None:
+        report = job.report
+        if not report.finished:
+            report.finish(status, message)
+        try:
+            if job.recorded:
+                self.store.record_run_end(job.run_id, job.name, report.status, report.message, {
+                    "model_rows": report.rows_read, "planned_new": report.planned_new,
+                    "planned_changed": report.planned_changed, "planned_removals": report.planned_removals,
+                    "unchanged": report.unchanged, "acknowledged": report.acknowledged,
+                    "created": report.created, "updated": report.updated, "removed": report.removed,
+                    "rejected": report.rejected, "api_requests": report.api_requests})
+        except Exception:  # noqa: BLE001 - history is best effort; the snapshot is what matters
+            log.exception("sync %s: could not record the run's history", job.name)
+        finally:
+            if job.locked:
+                try:
+                    self.store.release_lock(job.name, job.run_id)
+                except Exception:  # noqa: BLE001 - a dead lock is taken over by the next run
+                    log.exception("sync %s: could not release its lock", job.name)
+                job.locked = False
+
+
+def _empty_outcome() -> Any:
+    from .emarsys import BatchOutcome
+
+    return BatchOutcome()

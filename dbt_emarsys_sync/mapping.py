@@ -46,19 +46,17 @@ class RowMapper:
     def __init__(self, spec: SyncSpec, catalog: FieldCatalog, model_columns: list[str]):
         self.spec = spec
         self.options = CoercionOptions(timezone=spec.timezone, truncate_text=spec.truncate_text)
-        by_name = {name.lower(): name for name in model_columns}
-        self.read_columns: list[str] = []
         problems: list[str] = []
+        try:
+            self.read_columns = read_columns(spec, model_columns)
+        except MappingError as exc:
+            problems.append(str(exc))
+            self.read_columns = []
+        by_name = {name.lower(): name for name in self.read_columns}
 
         def column_index(column: str, where: str) -> int:
             actual = by_name.get(column.lower())
-            if actual is None:
-                problems.append(f"{where}: column {column!r} is not in the model "
-                                f"(columns: {', '.join(model_columns)})")
-                return -1
-            if actual not in self.read_columns:
-                self.read_columns.append(actual)
-            return self.read_columns.index(actual)
+            return -1 if actual is None else self.read_columns.index(actual)
 
         self.key_index = column_index(spec.key.column, "key.column")
         key_ref = str(spec.key.field)
@@ -104,6 +102,21 @@ class RowMapper:
     def field_ids(self) -> list[int]:
         return [m.field.id for m in self.fields]
 
+    def check_key(self, key: str) -> Rejection | None:
+        """Check a key the warehouse already normalised (trimmed; lower-cased email): None when valid."""
+        if self.key_field is None:
+            if self.key_id == "id" and not key.isdigit():
+                return Rejection(key, f"{key!r} is not an Emarsys contact id (digits only)", "invalid_key")
+            return None
+        if self.key_field.id == EMAIL_FIELD_ID:
+            return None if _EMAIL.match(key) else \
+                Rejection(key, f"{key!r} is not a valid email address", "invalid_key")
+        try:
+            coerce(key, self.key_field, self.options)
+        except CoercionError as exc:
+            return Rejection(key, f"key column {self.spec.key.column!r}: {exc}", "invalid_key")
+        return None
+
     def key_of(self, row: tuple) -> str | Rejection:
         raw = row[self.key_index]
         if raw is None:
@@ -137,6 +150,31 @@ class RowMapper:
             out[str(m.field.id)] = wire
         out.update(self.constants)
         return out
+
+
+def read_columns(spec: SyncSpec, model_columns: list[str]) -> list[str]:
+    """The model columns a sync reads, as the model spells them: the key column, then each mapped
+    column once. Matching is case-insensitive (warehouses differ in how they fold names)."""
+    by_name = {name.lower(): name for name in model_columns}
+    columns: list[str] = []
+    problems: list[str] = []
+    for column, where in [(spec.key.column, "key.column")] + [(c, f"fields.{c}") for c in spec.fields]:
+        actual = by_name.get(column.lower())
+        if actual is None:
+            problems.append(f"{where}: column {column!r} is not in the model "
+                            f"(columns: {', '.join(model_columns)})")
+        elif actual not in columns:
+            columns.append(actual)
+    if problems:
+        raise MappingError("; ".join(problems))
+    return columns
+
+
+def hash_columns(spec: SyncSpec, model_columns: list[str]) -> list[str]:
+    """The mapped columns whose values decide whether a row changed, in a stable order. The key column
+    is the row's identity, not a value, unless it is also mapped to a field."""
+    by_name = {name.lower(): name for name in model_columns}
+    return sorted({by_name[c.lower()] for c in spec.fields if c.lower() in by_name}, key=str.lower)
 
 
 def _resolve(catalog: FieldCatalog, ref: Any, where: str, problems: list[str]) -> EmarsysField | None:

@@ -1,17 +1,34 @@
-"""`run` as a library call: settings -> project -> declarations -> Emarsys catalog -> engine -> report."""
+"""`run` as a library call: project -> declarations -> gate -> plan (in the warehouse) -> check -> send ->
+report.
+
+    1. declarations and the models' columns (warehouse only): configuration problems raise here
+    2. plan, per sync in parallel: lock, recover an interrupted run, diff into a plan table
+    3. only when some plan has rows to send: the Emarsys field catalogue and the row mappers; a
+       configuration problem here abandons every plan before anything is sent (a run with no changes
+       makes no API request at all)
+    4. send, per sync in parallel (--threads), within one rate limit per API user
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable
 
+from .checks import column_type_problems
+from .dbt.gating import gate
 from .dbt.project import DbtArgs, DbtProject
 from .dbt.source import DbtWarehouseSource
-from .emarsys import EmarsysClient, EmarsysSettings, FieldCatalog
-from .engine import Engine
+from .emarsys import EmarsysClient, EmarsysConfigError, EmarsysSettings, FieldCatalog, InFlightKeys
+from .engine import Engine, EngineOptions, RunOptions, SyncJob, build_shape
 from .errors import ConfigError
-from .report import RunReport, render
-from .spec import parse_declarations
+from .report import Progress, RunReport, SyncReport, render
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -23,17 +40,121 @@ class RunRequest:
     vars: dict[str, Any] = field(default_factory=dict)
     select: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    selector: str | None = None                # a selector of selectors.yml
+    state: str | None = None                   # artifacts for state:/result: selection (dbt's --state)
+    ignore_build_results: bool = False         # sync even models whose last build failed (no gating)
+    artifacts_dir: str | None = None           # manifest.json + run_results.json instead of target/
+    dry_run: bool = False                      # plan only: nothing is written to Emarsys or the state
+    full_refresh: bool = False                 # re-send every row; lists: reconcile with their real members
+    allow_mass_removal: bool = False           # lift the mirror safety limits for this run
+    threads: int | None = None                 # syncs run at once (default: the dbt profile's threads)
+    state_schema: str | None = None            # default: EMARSYS_SYNC_STATE_SCHEMA, else <target schema>_emarsys_sync
+    lock_timeout: float = 60.0                 # seconds to wait for another run of the same sync
+    batch_size: int | None = None              # contacts per request (at most 1000)
+    samples: int = 5                           # dry run: sample rows per category
 
     def dbt_args(self) -> DbtArgs:
         return DbtArgs(project_dir=self.project_dir, profiles_dir=self.profiles_dir, target=self.target,
-                       profile=self.profile, vars=self.vars)
+                       profile=self.profile, vars=self.vars, selector=self.selector, state=self.state)
+
+
+class _Clients:
+    """One Emarsys client per sync (its own request counts), sharing the per-API-user rate limiter
+    (the client's registry) and one in-flight key guard: two syncs never write one key at once."""
+
+    def __init__(self, settings: EmarsysSettings | None, transport: Any):
+        self.settings, self.transport = settings, transport
+        self.guard = InFlightKeys()
+        self._clients: list[EmarsysClient] = []
+        self._lock = threading.Lock()
+        self._catalog: FieldCatalog | None = None
+
+    def new(self) -> EmarsysClient | None:
+        if self.settings is None:
+            return None
+        client = EmarsysClient(self.settings, transport=self.transport, key_guard=self.guard)
+        with self._lock:
+            self._clients.append(client)
+        return client
+
+    def catalog(self) -> FieldCatalog | None:
+        """The account's fields (GET /field, also the connection check), fetched once, on first need."""
+        with self._lock:
+            if self._catalog is None and self.settings is not None:
+                client = EmarsysClient(self.settings, transport=self.transport, key_guard=self.guard)
+                self._clients.append(client)
+                self._catalog = FieldCatalog.from_api(client.get_fields(), choice_loader=client.get_choices)
+            return self._catalog
+
+    @property
+    def requests(self) -> int:
+        return sum(c.requests_sent for c in self._clients)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+
+
+class _Heartbeat:
+    """Refreshes the heartbeat of the locks this run holds, so other hosts don't take them over."""
+
+    def __init__(self, source: DbtWarehouseSource, jobs: list[SyncJob], interval: float = HEARTBEAT_SECONDS):
+        self.source, self.jobs, self.interval = source, jobs, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emarsys-heartbeat", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            held = [j.run_id for j in self.jobs if j.locked]
+            if not held:
+                continue
+            try:
+                with self.source.connection("emarsys-heartbeat"):
+                    self.source.store.heartbeat(held)
+            except Exception:  # noqa: BLE001 - a missed heartbeat only risks a takeover much later
+                log.warning("could not refresh the sync locks' heartbeat", exc_info=True)
+
+
+def _parallel(threads: int, jobs: list[SyncJob], work: Callable[[SyncJob], None]) -> None:
+    if threads <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            work(job)
+        return
+    with ThreadPoolExecutor(min(threads, len(jobs)), thread_name_prefix="sync") as pool:
+        for future in [pool.submit(work, job) for job in jobs]:
+            future.result()
+
+
+def _off_thread(fn: Callable, *args: Any) -> Any:
+    """Call `fn` on a thread of its own: dbt closes a thread's connection when a `connection_named`
+    block ends, and this thread's connection holds the warehouse open for the whole run."""
+    with ThreadPoolExecutor(1, thread_name_prefix="emarsys-check") as pool:
+        return pool.submit(fn, *args).result()
 
 
 def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | None = None,
               transport=None) -> RunReport:
-    """Run every selected sync; configuration problems raise before anything is sent."""
-    settings = settings or EmarsysSettings.from_env()
-    project = DbtProject(request.dbt_args()).load()
+    """Run (or, with `dry_run`, plan) every selected sync; configuration problems raise before anything
+    is sent."""
+    if settings is None:
+        try:
+            settings = EmarsysSettings.from_env()
+        except EmarsysConfigError:
+            if not request.dry_run:
+                raise
+            settings = None     # a dry run can still diff and count without Emarsys
+    if request.batch_size is not None and not 1 <= request.batch_size <= 1000:
+        raise ConfigError(f"--batch-size must be between 1 and 1000 (Emarsys takes at most 1000 contacts a "
+                          f"request), got {request.batch_size}")
+    project = DbtProject(request.dbt_args(), artifacts_dir=request.artifacts_dir).load()
     selected = project.select(request.select, request.exclude)
     models = project.sync_models(selected)
     if not models:
@@ -42,28 +163,158 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
                               f"(--select {' '.join(request.select) or '-'} "
                               f"--exclude {' '.join(request.exclude) or '-'})")
         raise ConfigError(f"no model in {project.project_dir} declares config.meta.emarsys")
-    syncs = [s for s in parse_declarations(models) if s.spec.enabled]
+    syncs = [s for s in project.syncs(selected) if s.spec.enabled]
 
-    report = RunReport()
-    with EmarsysClient(settings, transport=transport) as client:
-        # The connection check and the field catalog in one call, before anything is written.
-        catalog = FieldCatalog.from_api(client.get_fields(), choice_loader=client.get_choices)
-        engine = Engine(client, catalog, DbtWarehouseSource(project))
-        prepared, problems = [], []
-        for sync in syncs:
-            try:
-                prepared.append(engine.prepare(sync))
-            except ConfigError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise ConfigError("; ".join(problems) if len(problems) == 1 else
-                              f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
-        for item in prepared:
-            if console is not None:
-                console.print(f"Syncing {item.sync.name} (model {item.sync.model.name}, "
-                              f"{item.sync.spec.behaviour})...")
-            report.syncs.append(engine.run(item))
+    report = RunReport(dry_run=request.dry_run)
+    # Only models whose last build succeeded and whose tests passed; the others are reported skipped.
+    build_gate = gate(project, {s.model.unique_id: s.model for s in syncs}.values(),
+                      ignore_build_results=request.ignore_build_results)
+    for sync in [s for s in syncs if not build_gate.allows(s.model.unique_id)]:
+        skipped = SyncReport(sync.name, sync.model.name, sync.spec.object, sync.spec.behaviour)
+        skipped.start()
+        skipped.finish("skipped", build_gate.reason(sync.model.unique_id) or "")
+        report.syncs.append(skipped)
+        if console is not None:
+            console.print(f"Skipping {sync.name}: {skipped.message}", markup=False)
+    syncs = [s for s in syncs if build_gate.allows(s.model.unique_id)]
+
+    options = EngineOptions(lock_timeout=request.lock_timeout,
+                            **({"max_batch_contacts": request.batch_size} if request.batch_size else {}))
+    source = DbtWarehouseSource(project, request.state_schema)
+    clients = _Clients(settings, transport)
+    threads = max(1, request.threads or project.threads)
+    try:
+        with source.hold(request.lock_timeout):
+            report.state_schema = source.store.schema
+            jobs = _jobs(source, syncs)
+            if not request.dry_run:
+                source.store.migrate()
+            with Progress(console) as progress:
+                engine = Engine(source, options, RunOptions(dry_run=request.dry_run,
+                                                            full_refresh=request.full_refresh,
+                                                            allow_mass_removal=request.allow_mass_removal,
+                                                            samples=request.samples), progress)
+                if request.dry_run:
+                    catalog = clients.catalog()
+                    _parallel(threads, jobs, lambda job: engine.preview(job, clients.new(), catalog))
+                else:
+                    with _Heartbeat(source, jobs):
+                        _run_jobs(engine, project, clients, jobs, threads, request)
+                for job in jobs:
+                    progress.done(job.name, job.report)
+            report.syncs += [job.report for job in jobs]
+    finally:
+        report.api_requests = clients.requests
+        clients.close()
     report.write(project.target_dir)
     if console is not None:
         render(report, console)
     return report
+
+
+def _jobs(source: DbtWarehouseSource, syncs: Iterable) -> list[SyncJob]:
+    """A job per sync, with the model columns it reads; every problem reported at once."""
+    jobs, problems = [], []
+    for sync in syncs:
+        try:
+            shape = build_shape(sync, source.columns(sync))
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        report = SyncReport(sync.name, sync.model.name, sync.spec.object, sync.spec.behaviour)
+        report.start()
+        jobs.append(SyncJob(sync, shape, report))
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
+    return jobs
+
+
+def _run_jobs(engine: Engine, project: DbtProject, clients: _Clients, jobs: list[SyncJob], threads: int,
+              request: RunRequest) -> None:
+    for job in jobs:
+        job.report.full_refresh = request.full_refresh
+    try:
+        needs_client = request.full_refresh and any(j.is_mirror for j in jobs)
+        _parallel(threads, jobs, lambda job: engine.plan(job, clients.new() if needs_client and job.is_mirror
+                                                        else None))
+        sending = [job for job in jobs if job.needs_sending]
+        if not sending:
+            return
+        catalog = clients.catalog()
+        assert catalog is not None
+        problems: list[str] = []
+        for job in sending:
+            try:
+                engine.prepare(job, catalog)
+            except ConfigError as exc:
+                problems.append(str(exc))
+                continue
+            problems += _off_thread(column_type_problems, project, job.sync, catalog)
+        if problems:
+            raise ConfigError(problems[0] if len(problems) == 1 else
+                              f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
+        _parallel(threads, sending, lambda job: engine.send(job, clients.new()))
+    finally:
+        # Whatever stopped the run (a configuration error, Ctrl-C), no plan stays locked unsent.
+        for job in jobs:
+            if not job.report.finished:
+                try:
+                    engine.abandon(job, "not run: the run stopped before this sync was sent")
+                except Exception:  # noqa: BLE001 - the next run recovers the plan and takes the lock over
+                    log.exception("sync %s: could not give up its plan", job.name)
+
+
+# -- state inspection and reset (`dbt-emarsys-sync state show|reset`) ----------------------------------
+
+
+def _state_targets(request: RunRequest, sync_names: tuple[str, ...], include_known: bool):
+    """(project, source, sync names): the named syncs, else those of the selected models, else (for
+    `show`) every declared sync plus any the state still knows."""
+    project = DbtProject(request.dbt_args(), artifacts_dir=request.artifacts_dir).load()
+    source = DbtWarehouseSource(project, request.state_schema)
+    if sync_names:
+        return project, source, list(dict.fromkeys(sync_names)), False
+    selected = project.select(request.select, request.exclude)
+    declared = [s.name for s in project.syncs(selected)]
+    if (request.select or request.exclude) and not declared:
+        raise ConfigError("no model with a config.meta.emarsys declaration matches the selection")
+    return project, source, declared, include_known and not (request.select or request.exclude)
+
+
+def show_state(request: RunRequest, sync_names: tuple[str, ...] = (), samples: int = 5) -> dict:
+    project, source, names, include_known = _state_targets(request, sync_names, include_known=True)
+    with source.hold(request.lock_timeout):
+        store = source.store
+        result: dict = {"state_schema": store.schema, "exists": store.exists(), "syncs": []}
+        if not result["exists"]:
+            result["syncs"] = [{"sync": n, "snapshot_rows": 0} for n in names]
+            return result
+        result["schema_version"] = store.version()
+        if include_known:
+            names = list(dict.fromkeys(names + store.known_syncs()))
+        result["syncs"] = [store.describe(name, samples) for name in names]
+    return result
+
+
+def reset_state(request: RunRequest, sync_names: tuple[str, ...] = ()) -> dict:
+    """Forget what the syncs had acknowledged and rejected: their next run sends every row again."""
+    from .dbt.state import new_run_id
+
+    if not (sync_names or request.select or request.exclude):
+        raise ConfigError("say which syncs to reset: --select (dbt selection) or --sync NAME")
+    project, source, names, _ = _state_targets(request, sync_names, include_known=False)
+    results = []
+    with source.hold(request.lock_timeout):
+        store = source.store
+        if not store.exists():
+            return {"state_schema": store.schema, "syncs": [{"sync": n, "snapshot_rows": 0, "rejected_rows": 0}
+                                                            for n in names]}
+        for name in names:
+            run_id = new_run_id()
+            store.acquire_lock(name, run_id, request.lock_timeout, EngineOptions().stale_lock_after)
+            try:
+                results.append({"sync": name, **store.reset(name)})
+            finally:
+                store.release_lock(name, run_id)
+    return {"state_schema": store.schema, "syncs": results}

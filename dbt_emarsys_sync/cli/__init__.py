@@ -201,6 +201,7 @@ def print_json(data) -> None:
 from . import emulator as _emulator_commands  # noqa: E402,F401
 from . import run as _run_commands  # noqa: E402,F401
 from . import dbt_commands as _dbt_commands  # noqa: E402,F401
+from . import state as _state_commands  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,19 +1,78 @@
-"""`run`: sync the selected models."""
+"""`run` and `plan`: sync the selected models, or show what a run would do."""
 
 from __future__ import annotations
 
 import sys
 
-from . import console, dbt_options, guard, main, parse_vars, split_selection
+import click
+
+from . import console, dbt_options, gating_options, guard, main, parse_vars, print_json, split_selection
+
+
+def sync_options(func):
+    """Options of `run` and `plan` beyond dbt's own."""
+    options = [
+        click.option("--full-refresh", is_flag=True, default=False,
+                     help="Re-send every row, not only changed ones; contact lists are reconciled with the "
+                          "members Emarsys really holds (under the same safety limits)."),
+        click.option("--allow-mass-removal", is_flag=True, default=False,
+                     help="Let a list mirror remove more than its safety.max_removal_share of the members, "
+                          "or act on an empty model, in this run."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="Syncs run at once (default: the dbt profile's threads). They share one rate "
+                          "limit per API user."),
+        click.option("--state-schema", envvar="EMARSYS_SYNC_STATE_SCHEMA", default=None,
+                     help="The warehouse schema for the runner's state (default: <target schema>_emarsys_sync)."),
+        click.option("--lock-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+                     help="Seconds to wait while another run holds a sync (or the DuckDB file)."),
+        click.option("--batch-size", type=click.IntRange(1, 1000), default=None,
+                     help="Contacts per request (default 1000, Emarsys's maximum)."),
+        click.option("--samples", type=click.IntRange(min=0), default=5, show_default=True,
+                     help="Dry run: sample rows shown per category."),
+        click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                     help="json: print the results (the content of target/emarsys_sync_results.json) on "
+                          "stdout instead of the table."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, select, exclude, selector, state,
+         ignore_build_results, artifacts_dir, full_refresh, allow_mass_removal, threads, state_schema,
+         lock_timeout, batch_size, samples, output) -> None:
+    from ..runner import RunRequest, run_syncs
+
+    request = RunRequest(project_dir=project_dir, profiles_dir=profiles_dir, target=target, profile=profile,
+                         vars=parse_vars(vars_), select=split_selection(select), exclude=split_selection(exclude),
+                         selector=selector, state=state, ignore_build_results=ignore_build_results,
+                         artifacts_dir=artifacts_dir, dry_run=dry_run, full_refresh=full_refresh,
+                         allow_mass_removal=allow_mass_removal, threads=threads, state_schema=state_schema,
+                         lock_timeout=lock_timeout, batch_size=batch_size, samples=samples)
+    report = guard(lambda: run_syncs(request, None if output == "json" else console))
+    if output == "json":
+        print_json(report.as_dict())
+    sys.exit(report.exit_code)
 
 
 @main.command()
 @dbt_options
-def run(project_dir, profiles_dir, target, profile, vars_, select, exclude) -> None:
-    """Sync the selected models' declared syncs to Emarsys."""
-    from ..runner import RunRequest, run_syncs
+@gating_options
+@sync_options
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Only plan: show what would be sent, nothing is written to Emarsys or to the state "
+                   "(same as `dbt-emarsys-sync plan`).")
+def run(dry_run, **kwargs) -> None:
+    """Sync the selected models' declared syncs to Emarsys: only rows that changed since the last
+    acknowledged run are sent."""
+    _run(dry_run, **kwargs)
 
-    request = RunRequest(project_dir=project_dir, profiles_dir=profiles_dir, target=target, profile=profile,
-                         vars=parse_vars(vars_), select=split_selection(select), exclude=split_selection(exclude))
-    report = guard(lambda: run_syncs(request, console))
-    sys.exit(report.exit_code)
+
+@main.command()
+@dbt_options
+@gating_options
+@sync_options
+def plan(**kwargs) -> None:
+    """Show what `run` would do, per sync: rows to create or update, unchanged, members to remove,
+    rows that would be rejected, with sample rows. Writes nothing to Emarsys or to the state."""
+    _run(True, **kwargs)

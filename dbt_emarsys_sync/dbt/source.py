@@ -1,32 +1,108 @@
-"""The engine's view of the warehouse, implemented with the project's dbt adapter."""
+"""The engine's view of the warehouse, implemented with the project's dbt adapter: the models' columns,
+per-thread connections, and the state store (dbt/state.py) in the same warehouse."""
 
 from __future__ import annotations
 
-from typing import Iterator
+import logging
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from typing import Any, Iterator
 
+from ..errors import ConfigError, SyncFailed
 from ..spec import Sync
 from .project import DbtProject
 from .reader import relation_columns, stream_rows
+from .state import StateStore
+from .warehouse import Warehouse, is_database_file_locked, wait_pause
+
+log = logging.getLogger(__name__)
+
+
+class WarehouseBusy(SyncFailed):
+    """Another process holds the database (DuckDB: one writing process per file)."""
 
 
 class DbtWarehouseSource:
-    def __init__(self, project: DbtProject, read_batch: int = 10_000):
+    def __init__(self, project: DbtProject, state_schema: str | None = None, read_batch: int = 10_000):
         self.project = project
         self.read_batch = read_batch
+        self.state_schema = state_schema
+        self._store: StateStore | None = None
+        self._local = threading.local()
 
-    def columns(self, sync: Sync) -> list[str]:
+    @contextmanager
+    def connection(self, name: str) -> Iterator[Any]:
+        """The calling thread's dbt connection for the block (each sync thread has its own). Re-entrant:
+        dbt keeps one connection per thread and closes it when its outermost block ends, so an inner
+        block reuses the one that is open."""
+        if getattr(self._local, "depth", 0):
+            self._local.depth += 1
+            try:
+                yield self.project.adapter()
+            finally:
+                self._local.depth -= 1
+            return
+        with self.project.connection(name) as adapter:
+            self._local.depth = 1
+            try:
+                yield adapter
+            finally:
+                self._local.depth = 0
+
+    @contextmanager
+    def hold(self, timeout: float, name: str = "emarsys-sync") -> Iterator[None]:
+        """Open the warehouse for the whole run, waiting up to `timeout` seconds when another process
+        holds it (a DuckDB file takes one writing process at a time: another sync run, or `dbt build`).
+
+        Holding one connection open for the run also keeps dbt-duckdb from closing and reopening the
+        file between the run's steps, which would let another process in halfway."""
+        started = time.monotonic()
+        while True:
+            stack = ExitStack()
+            adapter = stack.enter_context(self.connection(name))
+            try:
+                Warehouse(adapter).fetch("select 1")
+            except Exception as exc:
+                stack.close()
+                if not is_database_file_locked(exc):
+                    raise
+                waited = time.monotonic() - started
+                if waited >= timeout:
+                    raise WarehouseBusy(
+                        f"the warehouse is in use by another process and stayed so for {waited:.0f}s "
+                        f"(--lock-timeout {timeout:g}): {_first_line(exc)}") from None
+                log.info("the warehouse is in use by another process; waiting (%s)", _first_line(exc))
+                time.sleep(wait_pause(waited))
+                continue
+            with stack:
+                yield
+            return
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            self._store = StateStore(Warehouse(self.project.adapter()), self.state_schema)
+        return self._store
+
+    def columns(self, sync: Sync) -> list[tuple[str, str]]:
+        """(name, type) of the model's columns; a ConfigError when the model can't be read."""
         model = sync.model
         if model.materialized == "ephemeral" or not model.relation_name:
-            from ..errors import ConfigError
-
             raise ConfigError(f"model {model.name} is ephemeral: there is no relation to read; "
                               "materialize it as a table or view to sync it")
-        with self.project.connection(f"emarsys-{sync.name}") as adapter:
-            return [c.name for c in relation_columns(adapter, model.relation_name, model.name)]
+        with self.connection(f"emarsys-{sync.name}") as adapter:
+            return [(c.name, c.data_type) for c in relation_columns(adapter, model.relation_name, model.name)]
 
     def rows(self, sync: Sync, columns: list[str]) -> Iterator[list[tuple]]:
-        with self.project.connection(f"emarsys-{sync.name}") as adapter:
+        """Every row of the model's `columns` (streaming); the engine itself reads plans instead."""
+        with self.connection(f"emarsys-{sync.name}") as adapter:
             select = ", ".join(adapter.quote(c) for c in columns)
             sql = f"select {select} from {sync.model.relation_name}"
             for _, rows in stream_rows(adapter, sql, self.read_batch):
                 yield rows
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
