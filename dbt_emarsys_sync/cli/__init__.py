@@ -174,7 +174,7 @@ def guard(action):
     except SpecError as exc:
         error(f"{len(exc.problems)} problem(s) in the sync declarations:")
         for problem in exc.problems:
-            err_console.print(f"  {problem}", markup=False)
+            err_console.print(f"  {problem}", markup=False, soft_wrap=True)
         sys.exit(EXIT_CONFIG)
     except (ConfigError, EmarsysConfigError, AuthError, PermissionDenied) as exc:
         error(str(exc))
@@ -190,7 +190,8 @@ def guard(action):
 def error(message: str) -> None:
     from rich.text import Text
 
-    err_console.print(Text.assemble(("error: ", "bold red"), message))
+    # soft_wrap: one problem per line, whatever the width (CI logs, grep).
+    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
 
 
 def print_json(data) -> None:
@@ -200,6 +201,7 @@ def print_json(data) -> None:
 # Register the commands (imported for their side effect on `main`).
 from . import emulator as _emulator_commands  # noqa: E402,F401
 from . import run as _run_commands  # noqa: E402,F401
+from . import serve as _serve_commands  # noqa: E402,F401
 from . import dbt_commands as _dbt_commands  # noqa: E402,F401
 from . import state as _state_commands  # noqa: E402,F401
 

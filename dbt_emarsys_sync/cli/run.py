@@ -40,7 +40,7 @@ def sync_options(func):
 
 def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, select, exclude, selector, state,
          ignore_build_results, artifacts_dir, full_refresh, allow_mass_removal, threads, state_schema,
-         lock_timeout, batch_size, samples, output) -> None:
+         lock_timeout, batch_size, samples, output, dbt_cloud_run_id=None, dbt_cloud_job_id=None) -> None:
     from ..runner import RunRequest, run_syncs
 
     request = RunRequest(project_dir=project_dir, profiles_dir=profiles_dir, target=target, profile=profile,
@@ -49,7 +49,13 @@ def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, selec
                          artifacts_dir=artifacts_dir, dry_run=dry_run, full_refresh=full_refresh,
                          allow_mass_removal=allow_mass_removal, threads=threads, state_schema=state_schema,
                          lock_timeout=lock_timeout, batch_size=batch_size, samples=samples)
-    report = guard(lambda: run_syncs(request, None if output == "json" else console))
+    if dbt_cloud_run_id is not None or dbt_cloud_job_id is not None:
+        from ..cloud.run import run_from_cli
+
+        report = guard(lambda: run_from_cli(request, run_id=dbt_cloud_run_id, job_id=dbt_cloud_job_id,
+                                            console=None if output == "json" else console))
+    else:
+        report = guard(lambda: run_syncs(request, None if output == "json" else console))
     if output == "json":
         print_json(report.as_dict())
     sys.exit(report.exit_code)
@@ -62,6 +68,11 @@ def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, selec
 @click.option("--dry-run", is_flag=True, default=False,
               help="Only plan: show what would be sent, nothing is written to Emarsys or to the state "
                    "(same as `dbt-emarsys-sync plan`).")
+@click.option("--dbt-cloud-run-id", type=click.IntRange(min=1), default=None,
+              help="Sync the models this dbt Cloud run built, with its artifacts (DBT_CLOUD_API_TOKEN, "
+                   "DBT_CLOUD_ACCOUNT_ID, DBT_CLOUD_URL).")
+@click.option("--dbt-cloud-job-id", type=click.IntRange(min=1), default=None,
+              help="As --dbt-cloud-run-id, with the latest finished run of this dbt Cloud job.")
 def run(dry_run, **kwargs) -> None:
     """Sync the selected models' declared syncs to Emarsys: only rows that changed since the last
     acknowledged run are sent."""

@@ -24,7 +24,8 @@ REDACTED = "[redacted]"
 # Environment variables whose values are masked wherever they would appear in a log line.
 SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSPHRASE|PRIVATE_KEY|API_KEY|CREDENTIALS)", re.I)
 MIN_SECRET_LENGTH = 6   # shorter values would mask ordinary words
-_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "dbt_cloud_run_id"}
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "dbt_cloud_run_id",
+                                                          "color_message"}  # uvicorn's coloured copy
 
 
 class RunLogContext:

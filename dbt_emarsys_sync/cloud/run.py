@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,7 @@ def sync_dbt_cloud_run(request, *, run_id: int | None = None, job_id: int | None
                  run.job_name or "?", run.environment_id, run.status_name)
         check_syncable(run, policy, apply_allow_lists=apply_allow_lists)
         project_dir = request.dbt_args().resolved_project_dir()
-        runs_root = project_dir / "target" / ARTIFACTS_SUBDIR
+        runs_root = target_dir(project_dir) / ARTIFACTS_SUBDIR
         run_dir = runs_root / f"run-{run.id}"
         if run_dir.exists():
             shutil.rmtree(run_dir)   # a new attempt downloads afresh; never mix two attempts' files
@@ -207,14 +208,40 @@ def _manifest_project_name(path: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _local_project_name(project_dir: Path) -> str | None:
-    import yaml
+def target_dir(project_dir: Path) -> Path:
+    """dbt's target path, where the runner writes too: DBT_TARGET_PATH, else dbt_project.yml's
+    `target-path`, else `target` (relative paths are relative to the project)."""
+    configured = os.environ.get("DBT_TARGET_PATH") or _project_yml(project_dir).get("target-path")
+    return project_dir / (configured if isinstance(configured, str) and configured else "target")
 
-    path = project_dir / "dbt_project.yml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None   # the runner reports a missing or broken dbt_project.yml with its own message
-    name = data.get("name") if isinstance(data, dict) else None
+
+def _local_project_name(project_dir: Path) -> str | None:
+    name = _project_yml(project_dir).get("name")
     return name if isinstance(name, str) else None
 
+
+def _project_yml(project_dir: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load((project_dir / "dbt_project.yml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}   # the runner reports a missing or broken dbt_project.yml with its own message
+    return data if isinstance(data, dict) else {}
+
+
+
+def run_from_cli(request, *, run_id: int | None, job_id: int | None, console=None):
+    """`dbt-emarsys-sync run --dbt-cloud-run-id N` (or `--dbt-cloud-job-id J`): the same artifact-driven
+    run as the webhook service, from a shell or an orchestrator. Returns the runner's RunReport."""
+    if getattr(request, "artifacts_dir", None):
+        raise ConfigError("--artifacts-dir can't be combined with --dbt-cloud-run-id/--dbt-cloud-job-id: "
+                          "the artifacts come from the dbt Cloud run")
+
+    def announce(run: DbtCloudRun) -> None:
+        if console is not None:
+            console.print(f"dbt Cloud run {run.id} of job {run.job_id} ({run.job_name or '?'}), "
+                          f"environment {run.environment_id}: {run.status_name}", markup=False,
+                          highlight=False)
+
+    return sync_dbt_cloud_run(request, run_id=run_id, job_id=job_id, console=console, on_run=announce).report

@@ -101,7 +101,7 @@ class WebhookService:
         with self.log_context.run(event.run_id):
             decision = decide(event, self.settings.policy, self.settings.api.account_id)
             if not decision.act:
-                log.info("ignored %s: %s", event.event_type, decision.reason,
+                log.info("ignored %s of run %s: %s", event.event_type, event.run_id, decision.reason,
                          extra={**event.log_fields(), "http_status": 200})
                 return JSONResponse({"status": "ignored", "reason": decision.reason})
             assert event.run_id is not None  # parse_event guarantees it for job.run.* events
@@ -167,9 +167,11 @@ class WebhookService:
         for sync in report.syncs:
             log.info("sync %s (model %s): %s%s", sync.name, sync.model, sync.status,
                      f": {sync.message}" if sync.message else "",
+                     # (not "created": LogRecord has an attribute of that name)
                      extra={"sync": sync.name, "model": sync.model, "status": sync.status,
-                            "rows_read": sync.rows_read, "sent": sync.sent, "created": sync.created,
-                            "updated": sync.updated, "rejected": sync.rejected})
+                            "rows_read": sync.rows_read, "sent": sync.sent,
+                            "contacts_created": sync.created, "contacts_updated": sync.updated,
+                            "rejected": sync.rejected})
         counts = ", ".join(f"{n} {s}" for s, n in _count(s.status for s in report.syncs).items())
         return Outcome(STATUS_BY_EXIT_CODE.get(report.exit_code, FAILED),
                        f"{len(report.syncs)} sync(s): {counts}" if report.syncs else "no sync ran")

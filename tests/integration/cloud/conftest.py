@@ -107,12 +107,13 @@ def start_service(cloud, cloud_project, emulator):
 
     started: list[RunningService] = []
 
-    def start(env: dict[str, str] | None = None, **options) -> RunningService:
+    def start(env: dict[str, str] | None = None, log_context=None, **options) -> RunningService:
         settings = ServiceSettings.from_env({**cloud.env(), "DBT_CLOUD_WEBHOOK_SECRET": WEBHOOK_SECRET,
                                              **(env or {})})
         request = RunRequest(project_dir=str(cloud_project), profiles_dir=str(cloud_project))
         ledger = WarehouseDeliveryLedger(request.dbt_args())
         service = WebhookService(settings, request, ledger, options=ServiceOptions(**options),
+                                 log_context=log_context,
                                  emarsys_settings=EmarsysSettings.from_env(emulator_env(emulator)),
                                  api_retry=FAST_RETRY)
         server = ServerThread(service.app, name="dbt-cloud-webhook-service").start()
