@@ -11,5 +11,6 @@ from .run import CloudSyncOutcome, sync_dbt_cloud_run
 from .settings import AdminApiSettings, RunPolicy, ServiceSettings
 from .webhook import parse_event, signature, verify_signature
 
-__all__ = ["AdminApiClient", "AdminApiSettings", "CloudSyncOutcome", "DbtCloudRun", "RetryPolicy", "RunPolicy",
-           "RunStep", "ServiceSettings", "parse_event", "signature", "sync_dbt_cloud_run", "verify_signature"]
+__all__ = ["AdminApiClient", "AdminApiSettings", "CloudSyncOutcome", "DbtCloudRun", "RetryPolicy",
+           "RunPolicy", "RunStep", "ServiceSettings", "parse_event", "signature", "sync_dbt_cloud_run",
+           "verify_signature"]

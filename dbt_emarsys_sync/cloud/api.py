@@ -241,22 +241,22 @@ class AdminApiClient:
         """Raise the right error for a non-200 answer."""
         status = response.status_code
         message = _api_message(response)
+        detail = f": {message}" if message else ""
         if status == 429:
             raise _Retry(f"GET {what}: HTTP 429 rate limited", wait=_retry_after(response))
         if status >= 500:
-            raise _Retry(f"GET {what}: HTTP {status}{': ' + message if message else ''}")
+            raise _Retry(f"GET {what}: HTTP {status}{detail}")
         if status == 401:
-            raise CloudAuthError(f"dbt Cloud rejected the API token (HTTP 401{': ' + message if message else ''}); "
-                                 "check DBT_CLOUD_API_TOKEN and DBT_CLOUD_URL (the account's access URL)")
+            raise CloudAuthError(f"dbt Cloud rejected the API token (HTTP 401{detail}); check "
+                                 "DBT_CLOUD_API_TOKEN and DBT_CLOUD_URL (the account's access URL)")
         if status == 403:
-            raise CloudAuthError(f"the dbt Cloud API token may not read {what} (HTTP 403"
-                                 f"{': ' + message if message else ''}); use a service token with the "
+            raise CloudAuthError(f"the dbt Cloud API token may not read {what} (HTTP 403{detail}); "
+                                 "use a service token with the "
                                  "'Job Viewer' (or 'Read-only') permission on this project")
         if status == 404:
-            raise CloudNotFound(f"dbt Cloud has no {what} in account {self.settings.account_id} (HTTP 404"
-                                f"{': ' + message if message else ''})")
-        raise CloudApiError(f"dbt Cloud answered GET {what} with HTTP {status}"
-                            f"{': ' + message if message else ''}")
+            raise CloudNotFound(f"dbt Cloud has no {what} in account {self.settings.account_id} "
+                                f"(HTTP 404{detail})")
+        raise CloudApiError(f"dbt Cloud answered GET {what} with HTTP {status}{detail}")
 
 
 class _ReportingAttempts:
@@ -270,7 +270,8 @@ class _ReportingAttempts:
             for attempt in self._attempts:
                 yield attempt
         except _Retry as exc:
-            raise CloudUnavailable(f"dbt Cloud API unavailable: gave up after retries: {exc.reason}") from None
+            message = f"dbt Cloud API unavailable: gave up after retries: {exc.reason}"
+            raise CloudUnavailable(message) from None
 
 
 def _api_message(response: httpx.Response) -> str:

@@ -45,7 +45,8 @@ class WarehouseDeliveryLedger:
             self.table = wh.relation(schema, TABLE)
             if not wh.schema_exists(schema):
                 # Postgres and Redshift take no database part here: the connection names the database.
-                name = wh.quote(schema) if wh.dialect.name in ("postgres", "redshift") else wh.schema_ref(schema)
+                bare = wh.dialect.name in ("postgres", "redshift")
+                name = wh.quote(schema) if bare else wh.schema_ref(schema)
                 wh.execute(f"create schema if not exists {name}")
             # Type names from the adapter's Column class: dbt's type macros would need a parsed
             # project, which the service doesn't have before its first run's manifest arrives.

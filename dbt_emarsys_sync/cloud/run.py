@@ -131,17 +131,16 @@ def check_same_project(artifacts_dir: Path, project_dir: Path) -> None:
 def sync_dbt_cloud_run(request, *, run_id: int | None = None, job_id: int | None = None,
                        api: AdminApiClient | None = None, policy: RunPolicy | None = None,
                        apply_allow_lists: bool = False, console=None, settings=None, transport=None,
-                       run_syncs: Callable | None = None,
                        on_run: Callable[[DbtCloudRun], None] | None = None) -> CloudSyncOutcome:
     """Sync the models one dbt Cloud run built: `run_id`, or the latest finished run of `job_id`.
 
     `request` is the runner's RunRequest (project, profile, target, selection); `settings` and
     `transport` are passed on to the runner (Emarsys). `on_run` is told the run as soon as it is known
-    (the worker logs its job and environment)."""
+    (the command line prints which run it took)."""
+    from ..runner import run_syncs
+
     if (run_id is None) == (job_id is None):
         raise ConfigError("name exactly one dbt Cloud run: a run id or a job id (its latest finished run)")
-    if run_syncs is None:
-        from ..runner import run_syncs
     policy = policy or RunPolicy.from_env()
     own_api = api is None
     api = api or AdminApiClient(AdminApiSettings.from_env())

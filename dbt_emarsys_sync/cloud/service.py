@@ -24,8 +24,20 @@ from .logs import RunLogContext
 from .run import sync_dbt_cloud_run
 from .settings import ServiceSettings
 from .webhook import MalformedDelivery, decide, parse_event, verify_signature
-from .worker import (ACCEPTED, BUSY, DUPLICATE, ERROR, FAILED, NOT_SYNCED, REJECTED_ROWS, SUCCESS,
-                     Delivery, DeliveryLedger, Outcome, SyncWorker)
+from .worker import (
+    ACCEPTED,
+    BUSY,
+    DUPLICATE,
+    ERROR,
+    FAILED,
+    NOT_SYNCED,
+    REJECTED_ROWS,
+    SUCCESS,
+    Delivery,
+    DeliveryLedger,
+    Outcome,
+    SyncWorker,
+)
 
 log = logging.getLogger(__name__)
 

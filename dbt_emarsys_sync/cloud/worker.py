@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Protocol
@@ -98,7 +99,9 @@ class SyncWorker:
         self._ledger_open = False
         self._last_ledger_error = ""
         self._stopping = False
-        self.processed: list[Processed] = []
+        # The latest outcomes, for tests and inspection; the ledger keeps the full history.
+        self.processed: deque[Processed] = deque(maxlen=1000)
+        self._processed_count = 0
         self._thread = threading.Thread(target=self._loop, name="dbt-cloud-sync-worker", daemon=True)
 
     # -- the handler's side -------------------------------------------------------------------
@@ -125,7 +128,7 @@ class SyncWorker:
                 "worker_alive": self._thread.is_alive(),
                 "running_run_id": self._running.run_id if self._running else None,
                 "queued": self._outstanding - (1 if self._running else 0),
-                "processed": len(self.processed),
+                "processed": self._processed_count,
                 "ledger": "ok" if self._ledger_open else ("error" if self._last_ledger_error else "opening"),
             }
 
@@ -296,6 +299,7 @@ class SyncWorker:
     def _remember(self, delivery: Delivery, outcome: Outcome) -> None:
         with self._lock:
             self.processed.append(Processed(delivery.run_id, outcome.status, outcome.message, _now()))
+            self._processed_count += 1
             self._outstanding -= 1
             self._lock.notify_all()
 

@@ -63,7 +63,8 @@ def cloud_project(sample_project, monkeypatch) -> Path:
 @pytest.fixture
 def build_artifacts(cloud_project) -> BuildArtifacts:
     target = cloud_project / "target"
-    artifacts = BuildArtifacts((target / "manifest.json").read_bytes(), (target / "run_results.json").read_bytes())
+    artifacts = BuildArtifacts((target / "manifest.json").read_bytes(),
+                               (target / "run_results.json").read_bytes())
     (target / "manifest.json").unlink()
     (target / "run_results.json").unlink()
     return artifacts

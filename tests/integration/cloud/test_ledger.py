@@ -58,7 +58,8 @@ def test_a_run_id_is_claimed_once_and_its_history_kept(ledger_args):
     ledger.finished(70403103, Outcome("rejected_rows", message))
 
     [row] = ledger.rows()
-    assert (row["run_id"], row["job_id"], row["environment_id"], row["event_id"]) == (70403103, 7, 70, "wev_1")
+    assert (row["run_id"], row["job_id"], row["environment_id"]) == (70403103, 7, 70)
+    assert row["event_id"] == "wev_1"
     assert (row["status"], row["attempts"], row["message"]) == ("rejected_rows", 1, message)
     assert row["received_at"] is not None and row["finished_at"] is not None
     assert ledger.unfinished() == []

@@ -55,7 +55,8 @@ def test_every_line_about_a_delivery_carries_its_run_id_and_no_secret(cloud, clo
     # The worker's lines for run 702 (the sync started, then failed) all carry it.
     worker_lines = [line for line in lines if line["logger"] == "dbt_emarsys_sync.cloud.worker"]
     assert worker_lines and {line["dbt_cloud_run_id"] for line in worker_lines} == {702}
-    ignored_line = next(line for line in about_701 if line["message"].startswith("ignored job.run.completed of run 701"))
+    ignored_line = next(line for line in about_701
+                        if line["message"].startswith("ignored job.run.completed of run 701"))
     assert ignored_line["http_status"] == 200 and ignored_line["job_id"] == 7
 
     for secret in (WEBHOOK_SECRET, cloud.token, "emarsys-client-secret-value"):

@@ -155,7 +155,8 @@ def test_an_unknown_run_is_reported_and_syncs_nothing(cloud, cloud_project, star
 def test_api_reports_an_errored_run_even_if_the_delivery_said_success(cloud, build_artifacts, start_service,
                                                                       emulator):
     """The Admin API is the authority: a delivery can't make the service sync a failed run."""
-    run = cloud.add_run(302, status=20, steps=build_steps(build_status=20), artifacts=build_artifacts.for_run())
+    run = cloud.add_run(302, status=20, steps=build_steps(build_status=20),
+                        artifacts=build_artifacts.for_run())
     event = webhook_event(run, cloud.account_id)
     event["data"].update(runStatus="Success", runStatusCode=10)
     service = start_service()
