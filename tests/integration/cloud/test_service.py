@@ -244,3 +244,45 @@ def _with_data(event: dict, **data) -> dict:
     event["data"].update(data)
     return event
 
+
+
+def test_a_full_queue_turns_deliveries_away_for_dbt_cloud_to_retry(cloud, build_artifacts, start_service):
+    runs = [cloud.add_run(run_id, artifacts=build_artifacts.for_run()) for run_id in (1001, 1002, 1003)]
+    gate = cloud.hold("/runs/1001/artifacts/manifest.json")
+    service = start_service(queue_size=1)
+    try:
+        assert service.sender.send(webhook_event(runs[0], cloud.account_id)).status_code == 202
+        wait_for(lambda: any("/runs/1001/artifacts/" in r["path"] for r in cloud.requests),
+                 what="the first sync to reach its artifact download")
+        assert service.sender.send(webhook_event(runs[1], cloud.account_id)).status_code == 202
+        turned_away = service.sender.send(webhook_event(runs[2], cloud.account_id))
+        assert turned_away.status_code == 503 and turned_away.headers["retry-after"] == "60"
+    finally:
+        gate.set()
+    service.wait_idle()
+    # dbt Cloud delivers it again later: now there is room.
+    assert service.sender.send(webhook_event(runs[2], cloud.account_id)).status_code == 202
+    service.wait_idle()
+    assert [run_id for run_id, _ in service.processed()] == [1001, 1002, 1003]
+
+
+def test_runs_left_unfinished_by_a_stopped_service_are_synced_at_the_next_start(
+        cloud, build_artifacts, cloud_project, start_service):
+    from dbt_emarsys_sync.cloud.ledger import WarehouseDeliveryLedger
+    from dbt_emarsys_sync.cloud.worker import Delivery
+    from dbt_emarsys_sync.runner import RunRequest
+
+    cloud.add_run(1101, artifacts=build_artifacts.for_run())
+    earlier = WarehouseDeliveryLedger(RunRequest(project_dir=str(cloud_project),
+                                                 profiles_dir=str(cloud_project)).dbt_args())
+    earlier.open()
+    earlier.claim(Delivery(run_id=1101, job_id=7))    # queued, then the process stopped
+    earlier.claim(Delivery(run_id=1102, job_id=7))    # interrupted three times already
+    for _ in range(3):
+        earlier.started(1102)
+
+    service = start_service()
+    wait_for(lambda: len(service.service.worker.processed) == 2, timeout=120, what="both runs handled")
+    assert sorted(service.processed()) == [(1101, "rejected_rows"), (1102, "abandoned")]
+    assert {r["run_id"]: (r["status"], r["attempts"]) for r in service.ledger.rows()} == {
+        1101: ("rejected_rows", 1), 1102: ("abandoned", 3)}
