@@ -171,13 +171,13 @@ def check_syncs(project: Any, syncs: Iterable[Sync], catalog: FieldCatalog | Non
         try:
             columns = model_columns(project, sync)
         except NotBuilt as exc:
-            problems.append(sync.problem("", str(exc)))
+            problems.append(sync.problem("", _about_the_model(exc, sync)))
             # An enforced contract still says which columns the model will have.
             columns = contract_columns(sync)
             if columns is None:
                 continue
         except ConfigError as exc:
-            problems.append(sync.problem("", str(exc)))
+            problems.append(sync.problem("", _about_the_model(exc, sync)))
             continue
         names = [c.name for c in columns]
         problems += [sync.problem(path, message) for path, message in missing_columns(sync.spec, names)]
@@ -193,6 +193,13 @@ def check_syncs(project: Any, syncs: Iterable[Sync], catalog: FieldCatalog | Non
                          if "is not in the model" not in text]
         problems += [sync.problem(path, message) for path, message in type_problems(sync.spec, columns, catalog)]
     return problems
+
+
+def _about_the_model(exc: Exception, sync: Sync) -> str:
+    """"model x is not built: ..." -> "the model is not built: ..." (the problem names the model already)."""
+    text = str(exc)
+    prefix = f"model {sync.model.display_name} "
+    return "the model " + text[len(prefix):] if text.startswith(prefix) else text
 
 
 def missing_columns(spec: SyncSpec, columns: Sequence[str]) -> list[tuple[str, str]]:

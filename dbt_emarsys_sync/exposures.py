@@ -74,10 +74,17 @@ def exposures_document(syncs: Iterable[Sync], settings: ExposureSettings | None 
     return {"version": 2, "exposures": exposures}
 
 
+class _IndentedDumper(yaml.SafeDumper):
+    """Lists indented under their key, as dbt's docs and most projects write YAML."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):
+        return super().increase_indent(flow, False)
+
+
 def render(syncs: Iterable[Sync], settings: ExposureSettings | None = None,
            root_project: str | None = None) -> str:
     document = exposures_document(syncs, settings, root_project)
-    return HEADER + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=110)
+    return HEADER + yaml.dump(document, Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True, width=110)
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ def guard(action):
     except SpecError as exc:
         error(f"{len(exc.problems)} problem(s) in the sync declarations:")
         for problem in exc.problems:
-            err_console.print(f"  {problem}", markup=False)
+            err_console.print(f"  {problem}", markup=False, soft_wrap=True)
         sys.exit(EXIT_CONFIG)
     except (ConfigError, EmarsysConfigError, AuthError, PermissionDenied) as exc:
         error(str(exc))
@@ -190,7 +190,8 @@ def guard(action):
 def error(message: str) -> None:
     from rich.text import Text
 
-    err_console.print(Text.assemble(("error: ", "bold red"), message))
+    # soft_wrap: one problem per line, whatever the width (CI logs, grep).
+    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
 
 
 def print_json(data) -> None:

@@ -56,10 +56,11 @@ def validate(project_dir, profiles_dir, target, profile, vars_, select, exclude,
     elif problems:
         error(f"{len(problems)} problem(s) found:")
         for problem in problems:
-            err_console.print(f"  {problem}", markup=False)
+            err_console.print(f"  {problem}", markup=False, soft_wrap=True)
     else:
         scope = "declarations and columns" if no_emarsys else "declarations, columns and Emarsys fields"
-        console.print(f"{len(checked)} sync(s) OK ({scope}): {', '.join(checked)}", markup=False)
+        console.print(f"{len(checked)} sync(s) OK ({scope}): {', '.join(checked)}", markup=False,
+                      soft_wrap=True)
     sys.exit(EXIT_CONFIG if problems else EXIT_OK)
 
 

@@ -25,6 +25,8 @@ BUILD_COMMANDS = ("build", "run", "snapshot", "seed", "retry")
 BUILT = "success"
 FAILED_TEST = ("fail", "error")
 TEST_PREFIXES = ("test.", "unit_test.")
+# run_results `args.which` -> the command as typed.
+_COMMANDS = {"generate": "docs generate", "serve": "docs serve"}
 
 
 class BuildResultsError(ConfigError):
@@ -50,7 +52,8 @@ class BuildResults:
             uid = result.get("unique_id")
             if uid:
                 statuses[uid] = (str(result.get("status") or ""), result.get("message"), result.get("failures"))
-        return cls(path=path, command=args.get("which"), generated_at=metadata.get("generated_at"),
+        which = args.get("which")
+        return cls(path=path, command=_COMMANDS.get(which, which), generated_at=metadata.get("generated_at"),
                    target=args.get("target"), statuses=statuses)
 
     def describe(self) -> str:
@@ -138,18 +141,21 @@ def _reason(results: BuildResults, child_map: Mapping[str, Iterable[str]], model
         if not child.startswith(TEST_PREFIXES) or child not in results.statuses:
             continue
         test_status, test_message, failures = results.statuses[child]
-        if test_status in FAILED_TEST:
-            detail = f"{failures} failing row{'s' if failures != 1 else ''}" if test_status == "fail" and \
-                failures else _first_line(test_message) if test_status == "error" else test_status
-            failed.append(f"{_test_name(child)} ({test_status}: {detail})")
+        if test_status == "fail":
+            failed.append(f"{_test_name(child)} (" + (f"{failures} failing row{'s' if failures != 1 else ''})"
+                                                      if failures else "failed)"))
+        elif test_status == "error":
+            failed.append(f"{_test_name(child)} (error: {_first_line(test_message)})")
     if failed:
         return f"test{'s' if len(failed) > 1 else ''} failed in {last}: {', '.join(failed)}"
     return None
 
 
 def _test_name(unique_id: str) -> str:
-    # test.<package>.<name>.<hash>
+    # test.<package>.<name>.<hash>, unit_test.<package>.<model>.<name>
     parts = unique_id.split(".")
+    if parts[0] == "unit_test" and len(parts) >= 4:
+        return parts[3]
     return parts[2] if len(parts) >= 3 else unique_id
 
 

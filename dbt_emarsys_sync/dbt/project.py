@@ -341,6 +341,7 @@ class DbtProject:
         if self.config is None:
             _set_dbt_flags(self.args)
             self.config = self._runtime_config()
+        _drop_foreign_adapter(self.config)
         register_adapter(self.config, get_mp_context(), adapter_registered_log_level=EventLevel.DEBUG)
         adapter = get_adapter(self.config)
         adapter.set_macro_resolver(self.manifest)
@@ -404,6 +405,21 @@ def _set_dbt_flags(args: DbtArgs) -> None:
 
     set_invocation_context(dict(os.environ))
     set_from_args(_namespace(args), {})
+
+
+def _drop_foreign_adapter(config: Any) -> None:
+    """dbt keeps one adapter per type per process and `register_adapter` keeps an existing one, so an
+    adapter registered for another project or profile (an earlier run in this process) would be used
+    with its credentials. Reset it first; dbt's own commands reset adapters on every invoke."""
+    from dbt.adapters.factory import FACTORY, reset_adapters
+
+    existing = FACTORY.adapters.get(config.credentials.type)
+    if existing is None:
+        return
+    theirs = existing.config
+    if theirs.credentials != config.credentials or theirs.project_root != config.project_root or \
+            getattr(theirs, "target_name", None) != config.target_name:
+        reset_adapters()
 
 
 def _collect_errors(sink: list[str]):
