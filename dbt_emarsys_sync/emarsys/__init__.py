@@ -4,6 +4,7 @@ from .batching import ContactBatcher, InFlightKeys, chunk_list_ids, chunk_read_k
 from .client import (BatchOutcome, ConnectionInfo, ContactList, EmarsysClient, RetryPolicy, decide,
                      encode_contacts)
 from .errors import (AuthError, ContactListExists, ContactListNotFound, EmarsysConfigError, EmarsysError,
+                     EndpointUnavailable,
                      PermissionDenied, RequestRejected, TransientError)
 from .fields import CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce
 from .ratelimit import RateLimiter
@@ -12,7 +13,7 @@ from .settings import EmarsysSettings
 __all__ = [
     "AuthError", "BatchOutcome", "CoercionError", "CoercionOptions", "ConnectionInfo", "ContactBatcher",
     "ContactList", "ContactListExists", "ContactListNotFound", "EmarsysClient", "EmarsysConfigError",
-    "EmarsysError", "EmarsysField", "EmarsysSettings", "FieldCatalog", "InFlightKeys", "PermissionDenied",
+    "EmarsysError", "EmarsysField", "EndpointUnavailable", "EmarsysSettings", "FieldCatalog", "InFlightKeys", "PermissionDenied",
     "RateLimiter", "RequestRejected", "RetryPolicy", "TransientError", "chunk_list_ids", "chunk_read_keys",
     "coerce", "decide", "encode_contacts",
 ]

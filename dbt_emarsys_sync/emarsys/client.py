@@ -31,7 +31,7 @@ import stamina
 from .auth import OAuthClientCredentials, TokenEndpointUnavailable, WsseAuth, is_time_frame_error
 from .batching import MAX_LIST_IDS, MAX_READ_KEYS, InFlightKeys, max_body_bytes
 from .errors import (AuthError, ContactListExists, ContactListNotFound, EmarsysConfigError, EmarsysError,
-                     PermissionDenied, RequestRejected, TransientError)
+                     EndpointUnavailable, PermissionDenied, RequestRejected, TransientError)
 from .ratelimit import RateLimiter, limiter_for, reset_wait, server_time
 from .settings import EmarsysSettings
 from .wire import Envelope, key_errors, parse_envelope
@@ -189,7 +189,7 @@ def decide(method: str, path: str, outcome: httpx.Response | Exception, *, attem
             kind = ContactListExists
         elif env.reply_code == 3006 or (env.reply_code == 3004 and re.match(r"^/contactlist/\d+/", path)):
             kind = ContactListNotFound
-        return Decision(error=kind(message, status, env.reply_code))
+        return Decision(error=kind(message, status, env.reply_code, data=env.data))
     if env.reply_code is None:
         return backoff(f"{what}: HTTP {status} with a body that is not an Emarsys envelope", True)
     return Decision(envelope=env)
@@ -396,6 +396,8 @@ class EmarsysClient:
                                    params={"create_if_not_exists": "1" if create else "0"})
             except TransientError as exc:
                 raise TransientError(str(exc), keys) from None
+            except RequestRejected as exc:
+                return _every_key_failed(keys, exc)
         data = env.data if isinstance(env.data, dict) else {}
         ids = data.get("ids") if isinstance(data.get("ids"), list) else []
         outcome = _per_key_outcome(keys, data.get("errors"))
@@ -452,7 +454,9 @@ class EmarsysClient:
                     log.info("contact list %r was created by an earlier attempt whose answer was lost; "
                              "using its id %s", name, found.id)
                     return found.id
-            raise
+            raise ContactListExists(
+                f"a contact list named {name!r} already exists in Emarsys (replyCode 3005); list names "
+                "are unique, compared case-insensitively", exc.status, exc.reply_code) from None
         data = env.data if isinstance(env.data, dict) else {}
         try:
             return int(data["id"])
@@ -489,6 +493,8 @@ class EmarsysClient:
                 env = self.request("POST", f"/contactlist/{int(list_id)}/{action}", body=body)
             except TransientError as exc:
                 raise TransientError(str(exc), keys) from None
+            except RequestRejected as exc:
+                return _every_key_failed(keys, exc)
         data = env.data if isinstance(env.data, dict) else {}
         return _per_key_outcome(keys, data.get("errors"))
 
@@ -501,7 +507,16 @@ class EmarsysClient:
         params: dict[str, str] = {"$top": str(page_size)}
         seen_tokens: set[str] = set()
         while True:
-            data = self.request("GET", path, params=params).data
+            try:
+                data = self.request("GET", path, params=params).data
+            except RequestRejected as exc:
+                if exc.status == 404 and exc.reply_code not in (3004, 3006) and \
+                        not isinstance(exc, ContactListNotFound):
+                    raise EndpointUnavailable(
+                        f"GET {path}: HTTP 404 ({exc}); this Emarsys account doesn't serve contactIds on "
+                        f"{self.settings.base_url} (Emarsys documents it on API v2, which needs WSSE "
+                        "credentials)", exc.status, exc.reply_code) from None
+                raise
             if not isinstance(data, dict):
                 raise EmarsysError(f"GET {path} returned no page of contact ids")
             values = data.get("value") or []
@@ -564,6 +579,23 @@ def _unique(keys: list[str]) -> list[str]:
 def _check_read_size(keys: list[str], path: str) -> None:
     if len(keys) > MAX_READ_KEYS:
         raise ValueError(f"{len(keys)} keys in one {path} call; at most {MAX_READ_KEYS}")
+
+
+def _every_key_failed(keys: list[str], exc: RequestRejected) -> BatchOutcome:
+    """A request-level error that still names keys (Emarsys may answer a batch in which every row
+    failed with a 400 carrying the usual `errors`): each key is rejected, with its own error where
+    there is one and the request's otherwise. Without per-key errors the request's error stands."""
+    errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
+    named = key_errors(errors)
+    if not named or not any(k in named or k.strip().casefold() in {n.strip().casefold() for n in named}
+                            for k in keys):
+        raise exc
+    outcome = _per_key_outcome(keys, errors)
+    fallback = (exc.reply_code, f"the request failed as a whole: {exc}")
+    for key in outcome.acknowledged:
+        outcome.rejected[key] = fallback
+    outcome.acknowledged = []
+    return outcome
 
 
 def _per_key_outcome(keys: list[str], errors: object) -> BatchOutcome:

@@ -7,7 +7,8 @@
     ├── RequestRejected              a 4xx (or an HTTP-200 error) with a replyCode: this request will
     │   │                            never succeed as sent; don't retry it
     │   ├── ContactListExists        3005: a contact list with that name already exists
-    │   └── ContactListNotFound      3006 (or 3004 on a list's own path): the list id is unknown
+    │   ├── ContactListNotFound      3006 (or 3004 on a list's own path): the list id is unknown
+    │   └── EndpointUnavailable      404 for an endpoint this API version doesn't serve
     └── TransientError               429/5xx/timeouts/connection errors that outlived the retries:
                                      the keys of that request are failed-retryable, not rejected
 
@@ -36,10 +37,13 @@ class PermissionDenied(EmarsysError):
 
 class RequestRejected(EmarsysError):
     def __init__(self, message: str, status: int, reply_code: int | None, *,
-                 after_ambiguous_failure: bool = False):
+                 after_ambiguous_failure: bool = False, data: object = None):
         super().__init__(message)
         self.status = status
         self.reply_code = reply_code
+        # The envelope's `data`: a batch in which every row failed comes back as a 400 whose data
+        # still names the keys and their errors.
+        self.data = data
         # An earlier attempt of the same call timed out or lost its connection after sending, so
         # Emarsys may have applied it: a "already exists" now may be our own doing.
         self.after_ambiguous_failure = after_ambiguous_failure
@@ -50,6 +54,10 @@ class ContactListExists(RequestRejected):
 
 
 class ContactListNotFound(RequestRejected):
+    pass
+
+
+class EndpointUnavailable(RequestRejected):
     pass
 
 

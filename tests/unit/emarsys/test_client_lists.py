@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_emarsys_sync.emarsys import ContactList, ContactListExists, ContactListNotFound, encode_contacts
+from dbt_emarsys_sync.emarsys import (ContactList, ContactListExists, ContactListNotFound, EndpointUnavailable,
+                                      encode_contacts)
 from dbt_emarsys_sync.emarsys.batching import MAX_LIST_IDS
 
 EMAIL = 3
 
 
 def _emulator_serves_contact_lists() -> bool:
-    from dbt_emarsys_sync.emulator import Emulator
-    return any("/contactlist" in getattr(route, "path", "") for route in Emulator().app.routes)
+    from tests.unit.emarsys.support import in_process_emulator
+    with in_process_emulator() as emu, emu.control() as http:
+        return http.get("/api/v2/contactlist").status_code != 404
 
 
 # Temporary, until the emulator's contact-list endpoints land (they are built in parallel); remove then.
@@ -81,6 +83,8 @@ def test_unknown_list_is_list_not_found(client):
         client.add_to_list(987654321, EMAIL, ["a@example.com"])
     with pytest.raises(ContactListNotFound):
         client.count_contact_list(987654321)
+    with pytest.raises(ContactListNotFound):
+        list(client.iter_list_member_ids(987654321))
 
 
 def test_member_ids_are_paged_through_the_next_link(client):
@@ -129,3 +133,22 @@ def test_reads_refuse_more_than_1000_keys(client):
     with pytest.raises(ValueError, match="1000"):
         client.check_ids(EMAIL, [f"{i}@x.com" for i in range(1001)])
 
+
+
+def test_members_on_v3_without_contact_ids_is_a_clear_error(emu):
+    # Emarsys documents contactIds on API v2 only (emarsys-api.md §1.1 [?]); the emulator's default.
+    emu.settings(v3_contact_ids=False)
+    with emu.client("oauth") as client:
+        list_id = client.create_contact_list("v3 members")
+        with pytest.raises(EndpointUnavailable, match="contactIds"):
+            list(client.iter_list_member_ids(list_id))
+
+
+def test_a_batch_in_which_every_row_failed_rejects_each_key(emu):
+    # The emulator answers such a batch with HTTP 400 carrying the per-key errors (its default).
+    with emu.client("oauth") as client:
+        keys = ["nobody1@example.com", "nobody2@example.com"]
+        outcome = client.upsert_contacts(EMAIL, keys, encode_contacts(EMAIL, [{"3": k} for k in keys]),
+                                         create=False)
+    assert outcome.acknowledged == []
+    assert {k: code for k, (code, _) in outcome.rejected.items()} == {k: 2008 for k in keys}
