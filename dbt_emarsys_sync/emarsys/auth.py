@@ -169,8 +169,9 @@ class WsseAuth(httpx.Auth):
         if abs(skew + self.clock_offset) < MIN_SKEW_TO_CORRECT:
             return   # we already sign with the server's time: the refusal has another cause
         self.clock_offset = -skew
-        log.warning("this machine's clock is %+.0fs off the Emarsys server's (its Date header); signing "
-                    "WSSE requests with the server's time from now on. Synchronise the clock (NTP).", skew)
+        log.warning("this machine's clock is %.0fs %s the Emarsys server's (its Date header), outside the "
+                    "5-minute WSSE window; signing with the server's time from now on and retrying. "
+                    "Synchronise this machine's clock (NTP).", abs(skew), "ahead of" if skew > 0 else "behind")
         request.headers["X-WSSE"] = self.header()
         yield request
 

@@ -60,11 +60,38 @@ class EmulatorHandle:
         return EmarsysSettings(**values)
 
     def client(self, scheme: str = "oauth", *, limiter: RateLimiter | None = None,
-               retry: RetryPolicy | None = None, **overrides) -> EmarsysClient:
-        """The real client, pointed at this emulator, with a limiter of its own (pacing off unless
-        given) so tests never share the process-wide per-user limiter."""
-        return EmarsysClient(self.settings_for(scheme, **overrides), transport=self.transport,
-                             limiter=limiter or RateLimiter(0), retry=retry)
+               retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None,
+               **overrides) -> EmarsysClient:
+        """The real client, pointed at this emulator, with a limiter of its own so tests never share
+        the process-wide per-user limiter. Unless given, that limiter doesn't pace and waits out the
+        server's rate-limit blocks on a fake clock (see `client.limiter.clock.sleeps`)."""
+        if limiter is None:
+            clock = FakeClock()
+            limiter = RateLimiter(0, clock=clock.monotonic, wall_clock=clock.wall, sleep=clock.sleep)
+            limiter.clock = clock  # type: ignore[attr-defined]
+        return EmarsysClient(self.settings_for(scheme, **overrides), transport=transport or self.transport,
+                             limiter=limiter, retry=retry)
+
+    def recording_transport(self) -> "RecordingTransport":
+        return RecordingTransport(self.transport or httpx.HTTPTransport())
+
+    def requests_log(self) -> list[dict]:
+        return self.get("/_emulator/requests")  # type: ignore[return-value]
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """Passes requests on and remembers them (to look at the headers the client sent)."""
+
+    def __init__(self, inner: httpx.BaseTransport):
+        self.inner = inner
+        self.requests: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @contextlib.contextmanager
