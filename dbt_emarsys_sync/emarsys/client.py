@@ -361,7 +361,10 @@ class EmarsysClient:
         """`GET /field` (it needs only the field.get permission; `/settings` is restricted): proves the
         URL, the credentials and the permission. Raises AuthError ("credentials rejected ..."),
         PermissionDenied (naming field.get), or TransientError when Emarsys can't be reached."""
-        fields = self.get_fields(retry=CONNECTION_CHECK_RETRY)
+        try:
+            fields = self.get_fields(retry=CONNECTION_CHECK_RETRY)
+        except TransientError as exc:
+            raise TransientError(f"cannot reach Emarsys at {self.settings.base_url}: {exc}") from None
         return ConnectionInfo(self.settings.base_url, self.settings.scheme, self.settings.user, len(fields))
 
     def get_fields(self, *, retry: RetryPolicy | None = None) -> list[dict]:
