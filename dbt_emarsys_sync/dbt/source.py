@@ -4,6 +4,8 @@ per-thread connections, and the state store (dbt/state.py) in the same warehouse
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -17,6 +19,9 @@ from .state import StateStore
 from .warehouse import Warehouse, is_database_file_locked, wait_pause
 
 log = logging.getLogger(__name__)
+
+DUCKDB_MEMORY_ENV = "EMARSYS_SYNC_DUCKDB_MEMORY_LIMIT"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "200MB"
 
 
 class WarehouseBusy(SyncFailed):
@@ -63,6 +68,7 @@ class DbtWarehouseSource:
             adapter = stack.enter_context(self.connection(name))
             try:
                 Warehouse(adapter).fetch("select 1")
+                self._bound_memory(adapter)
             except Exception as exc:
                 stack.close()
                 if not is_database_file_locked(exc):
@@ -78,6 +84,20 @@ class DbtWarehouseSource:
             with stack:
                 yield
             return
+
+    def _bound_memory(self, adapter: Any) -> None:
+        """DuckDB runs in this process and by default may use 80% of the machine's memory for its
+        buffers: a million-row plan would take the process's memory far past what it needs. Unless the
+        profile sets its own `memory_limit`, cap it (DuckDB spills to disk beyond it)."""
+        if adapter.type() != "duckdb":
+            return
+        limit = os.environ.get(DUCKDB_MEMORY_ENV, DEFAULT_DUCKDB_MEMORY_LIMIT).strip()
+        settings = getattr(adapter.config.credentials, "settings", None) or {}
+        if not limit or limit.lower() in ("off", "none") or "memory_limit" in settings:
+            return
+        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit, re.IGNORECASE):
+            raise ConfigError(f"{DUCKDB_MEMORY_ENV} must be a size such as 512MB or 2GB, got {limit!r}")
+        Warehouse(adapter).execute(f"set memory_limit = '{limit}'")
 
     @property
     def store(self) -> StateStore:

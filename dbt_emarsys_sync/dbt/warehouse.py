@@ -33,12 +33,16 @@ class Dialect:
     analyze: bool
     # Serialise concurrent migrations across processes (DuckDB allows one writing process anyway).
     lock_table_sql: str | None
+    # dbt-postgres "begins" by doing nothing and commits with a COMMIT statement, which psycopg2
+    # doesn't see: after the first commit it sends no BEGIN of its own, and every statement would
+    # commit alone. A BEGIN of our own makes a transaction a transaction again.
+    explicit_begin: bool = False
 
     @classmethod
     def for_adapter(cls, adapter_type: str) -> "Dialect":
         if adapter_type == "postgres" or adapter_type == "redshift":
             return cls(adapter_type, indexes=True, analyze=True,
-                       lock_table_sql="lock table {table} in exclusive mode")
+                       lock_table_sql="lock table {table} in exclusive mode", explicit_begin=True)
         if adapter_type == "duckdb":
             return cls(adapter_type, indexes=False, analyze=False, lock_table_sql=None)
         # Other warehouses (Snowflake, BigQuery, Databricks): no secondary indexes to create.
@@ -86,9 +90,13 @@ class Warehouse:
     def relation(self, schema: str, identifier: str) -> str:
         return str(self.adapter.Relation.create(database=self.database, schema=schema, identifier=identifier))
 
-    def schema_ref(self, schema: str) -> str:
-        q = self.adapter.quote
-        return f"{q(self.database)}.{q(schema)}" if self.database else q(schema)
+    def create_schema(self, schema: str) -> None:
+        """dbt's own `create_schema` macro: each adapter knows its syntax (Postgres takes no database
+        part, DuckDB and Snowflake do, BigQuery makes a dataset)."""
+        relation = self.adapter.Relation.create(database=self.database, schema=schema)
+        self.adapter.execute_macro("create_schema", kwargs={"relation": relation})
+        if self.adapter.connections.get_thread_connection().transaction_open:
+            self.adapter.connections.commit()
 
     def quote(self, identifier: str) -> str:
         return self.adapter.quote(identifier)
@@ -125,6 +133,8 @@ class Warehouse:
             connections.commit()
         connections.begin()
         try:
+            if self.dialect.explicit_begin:
+                self.run("begin")
             yield self
         except BaseException:
             connections.rollback_if_open()
@@ -162,8 +172,13 @@ class Warehouse:
             self.run(f"insert into {table} ({cols}) values {values_rows(rows[i:i + chunk])}")
 
     def table_exists(self, schema: str, identifier: str) -> bool:
-        found = self.adapter.get_relation(self.database, schema, identifier)
-        return found is not None
+        """Asked of the warehouse itself: dbt's relation cache doesn't see tables created after it was
+        filled."""
+        where = (f"lower(table_schema) = lower({literal(schema)}) "
+                 f"and lower(table_name) = lower({literal(identifier)})")
+        if self.database and self.dialect.name in ("postgres", "duckdb"):
+            where += f" and lower(table_catalog) = lower({literal(self.database)})"
+        return bool(self.scalar(f"select count(*) from information_schema.tables where {where}"))
 
     def schema_exists(self, schema: str) -> bool:
         db = literal(self.database) if self.database else None
