@@ -44,10 +44,7 @@ class WarehouseDeliveryLedger:
             schema = StateStore(wh, self.schema_name).schema
             self.table = wh.relation(schema, TABLE)
             if not wh.schema_exists(schema):
-                # Postgres and Redshift take no database part here: the connection names the database.
-                bare = wh.dialect.name in ("postgres", "redshift")
-                name = wh.quote(schema) if bare else wh.schema_ref(schema)
-                wh.execute(f"create schema if not exists {name}")
+                wh.execute(f"create schema if not exists {_schema_name(wh, schema)}")
             # Type names from the adapter's Column class: dbt's type macros would need a parsed
             # project, which the service doesn't have before its first run's manifest arrives.
             column = wh.adapter.Column
@@ -105,6 +102,14 @@ class WarehouseDeliveryLedger:
         between (selection, parse) resets dbt's adapters, and a kept reference would be a closed one."""
         with DbtProject(self.args).connection("emarsys-dbt-cloud-ledger") as adapter:
             yield Warehouse(adapter)
+
+
+def _schema_name(wh: Warehouse, schema: str) -> str:
+    """The schema as `create schema` takes it. Written out rather than dbt's `create_schema` macro: the
+    service opens the ledger before it has any manifest, so it has no macros yet."""
+    if wh.dialect.name in ("postgres", "redshift") or not wh.database:
+        return wh.quote(schema)   # the connection names the database; Postgres refuses a database part
+    return f"{wh.quote(wh.database)}.{wh.quote(schema)}"
 
 
 def _opt_int(value: Any) -> int | None:
