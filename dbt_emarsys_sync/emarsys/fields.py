@@ -1,36 +1,55 @@
 """The field catalogue (what `GET /field` says) and value coercion into Emarsys field types.
 
 Resolving: a mapping target may be a field id (`3`, `"3"`), a `string_id` (`"email"`) or a display name
-(`"E-Mail"`, case-insensitive). An ambiguous name is an error that lists the candidates.
+(`"E-Mail"`), compared case-insensitively. A name that fits several fields is an error listing them.
 
 Coercing: `coerce(value, field, options)` turns any value a dbt adapter returns into what Emarsys
-accepts for the field's type, or raises `CoercionError` with a reason. Never a float in between for
-Decimals and big integers: every digit is kept.
+accepts for the field's type, or raises `CoercionError` with a reason (and nothing else, whatever the
+value). The rules are one table, documented in the README ("Value coercion"):
+
+    kind        wire value                 accepts
+    text        str (length-checked)       str, numbers, bool, dates and times, UUID, bytes, lists/dicts
+    date        "YYYY-MM-DD"               date, datetime (in the sync's zone; naive = UTC), ISO strings
+    numeric     str, every digit kept      int, Decimal, finite float, numeric strings
+    singlechoice  choice id (int)          label (exact, then case-insensitive), choice id
+    multichoice   [choice id, ...]         list/tuple/set, JSON array text, "a, b" text, one label or id
+    optin       1 or 2                     bool, 1/0/2, true/false/yes/no/... text
+
+`None` stays `None`, and so does a blank string for non-text kinds: the sync's null policy (mapping.py)
+then decides between clearing the field and leaving it alone. Decimals and big integers never pass
+through float. UUIDs and bytes (decoded as UTF-8) are treated as their text.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import numbers
 import re
 import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone, tzinfo
-from decimal import Decimal
-from zoneinfo import ZoneInfo
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-TEXT_TYPES = {"shorttext", "longtext", "largetext", "url", "fax"}
-TEXT_LIMITS = {"shorttext": 60, "longtext": 255, "url": 1000, "fax": 60}
-DATE_TYPES = {"date", "birthdate"}
-CHOICE_TYPES = {"singlechoice", "multichoice"}
+TEXT_TYPES = frozenset({"shorttext", "longtext", "largetext", "url", "fax"})
+TEXT_LIMITS = {"shorttext": 60, "longtext": 255, "url": 1000, "fax": 60}   # largetext: no limit
+DATE_TYPES = frozenset({"date", "birthdate"})
+CHOICE_TYPES = frozenset({"singlechoice", "multichoice"})
 OPTIN_FIELD_ID = 31
-MAX_NUMERIC_DIGITS = 24
+MAX_NUMERIC_DIGITS = 24          # digits before the decimal point Emarsys stores (§4.5)
+MAX_FRACTION_DIGITS = 64         # digits after it that we write out (more is not a real measure)
+# Beyond this exponent a Decimal is written in scientific notation in text fields rather than
+# expanded (1E+100000 would otherwise become 100,001 characters).
+_PLAIN_EXPONENT_LIMIT = 64
 
-_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
-_NUMERIC_TEXT = re.compile(r"^-?\d+(\.\d+)?$")
-_TRUE = {"true", "t", "yes", "y", "1", "on"}
-_FALSE = {"false", "f", "no", "n", "0", "off", "2"}
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIMESTAMP_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+_TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "off", "0", "2"})
 
 
 class FieldResolutionError(ValueError):
@@ -64,26 +83,14 @@ class EmarsysField:
 
 
 class FieldCatalog:
-    """The account's fields. `choice_loader(field_id)` returns `/field/{id}/choice` rows; choices are
-    fetched once per field per run, on first need."""
+    """The account's fields. `choice_loader(field_id)` returns `/field/{id}/choice` rows; a field's
+    choices are fetched once per catalogue (one catalogue per run), on first need."""
 
     def __init__(self, fields: list[EmarsysField], choice_loader=None):
         self.fields = {f.id: f for f in fields}
         self.choice_loader = choice_loader
         self._choices_loaded: set[int] = set()
         self._lock = threading.Lock()
-
-    def ensure_choices(self, fields: list[EmarsysField]) -> None:
-        for f in fields:
-            if f.application_type not in CHOICE_TYPES or self.choice_loader is None:
-                continue
-            with self._lock:
-                if f.id in self._choices_loaded:
-                    continue
-                rows = self.choice_loader(f.id)
-                f.choices = {str(r["choice"]): int(r["id"]) for r in rows
-                             if isinstance(r, dict) and "choice" in r and "id" in r}
-                self._choices_loaded.add(f.id)
 
     @classmethod
     def from_api(cls, rows: list[dict], choice_loader=None) -> "FieldCatalog":
@@ -96,192 +103,363 @@ class FieldCatalog:
             fields.append(EmarsysField(
                 id=fid, name=str(row.get("name") or fid),
                 application_type=str(row.get("application_type") or ""),
-                string_id=row.get("string_id") or None,
+                string_id=str(row["string_id"]) if row.get("string_id") else None,
             ))
         return cls(fields, choice_loader)
 
+    def ensure_choices(self, fields: list[EmarsysField]) -> None:
+        for f in fields:
+            if f.application_type not in CHOICE_TYPES or self.choice_loader is None:
+                continue
+            with self._lock:
+                if f.id in self._choices_loaded:
+                    continue
+                rows = self.choice_loader(f.id)
+                choices: dict[str, int] = {}
+                for row in rows:
+                    try:
+                        choices.setdefault(str(row["choice"]), int(row["id"]))
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                f.choices = choices
+                self._choices_loaded.add(f.id)
+
     def resolve(self, ref: int | str) -> EmarsysField:
-        if isinstance(ref, bool):
-            raise FieldResolutionError(f"{ref!r} is not a field")
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
+        """The field `ref` names: an id (int or digits), else a `string_id` (exact), else a string_id or
+        display name compared case-insensitively. Several matches: an error listing them."""
+        if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+            raise FieldResolutionError(f"{ref!r} is not a field id or name")
+        if isinstance(ref, int) or ref.strip().isdigit():
             fid = int(ref)
             if fid in self.fields:
                 return self.fields[fid]
             raise FieldResolutionError(f"no Emarsys field with id {fid}")
-        text = str(ref).strip()
+        text = ref.strip()
         for f in self.fields.values():
             if f.string_id == text:
                 return f
+        folded = text.casefold()
         matches = [f for f in self.fields.values()
-                   if f.name.casefold() == text.casefold()
-                   or (f.string_id or "").casefold() == text.casefold()]
+                   if f.name.strip().casefold() == folded or (f.string_id or "").casefold() == folded]
         if len(matches) == 1:
             return matches[0]
-        if len(matches) > 1:
-            names = ", ".join(f"{f.name!r} (id {f.id})" for f in matches)
-            raise FieldResolutionError(f"the field name {text!r} is ambiguous: {names}; use the field id")
-        near = _nearest(text, [f.string_id or f.name for f in self.fields.values()])
-        hint = f"; did you mean {near!r}?" if near else ""
+        if matches:
+            names = ", ".join(f"{f.name!r} (id {f.id}" + (f", string id {f.string_id!r})" if f.string_id
+                                                          else ")") for f in sorted(matches, key=lambda f: f.id))
+            raise FieldResolutionError(f"the field name {text!r} is ambiguous, it fits {names}; "
+                                       "use the field id or string id")
+        near = difflib.get_close_matches(text, [f.string_id or f.name for f in self.fields.values()],
+                                         n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
         raise FieldResolutionError(f"no Emarsys field named {text!r}{hint}")
 
 
 @dataclass(frozen=True)
 class CoercionOptions:
-    timezone: str = "UTC"          # timestamps become dates in this zone
+    timezone: str = "UTC"          # timestamps become dates in this zone (naive ones are read as UTC)
     truncate_text: bool = False    # over-length text: reject the row (default) or cut it
 
     def zone(self) -> tzinfo:
-        return timezone.utc if self.timezone.upper() == "UTC" else ZoneInfo(self.timezone)
+        if self.timezone.upper() == "UTC":
+            return timezone.utc
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise CoercionError(f"unknown time zone {self.timezone!r}") from None
 
 
 def coerce(value: object, f: EmarsysField, options: CoercionOptions = CoercionOptions()) -> object:
-    """The Emarsys wire value for `value` in field `f`. `None` stays `None` (the caller's null policy
-    decides between sending null and omitting the field)."""
+    """The Emarsys wire value for `value` in field `f`, or CoercionError saying why there is none.
+    `None` (and, for kinds other than text, a blank string) gives `None`: the caller's null policy
+    decides between sending null and omitting the field."""
     if value is None:
         return None
-    kind = f.kind
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        raise CoercionError(f"{value!r} is not a number Emarsys can store")
-    if kind == "optin":
-        return _optin(value)
-    if kind in TEXT_TYPES:
-        return _text(value, f, options)
-    if kind in DATE_TYPES:
-        return _date(value, options)
-    if kind == "numeric":
-        return _numeric(value)
-    if kind == "singlechoice":
-        return _choice(value, f)
-    if kind == "multichoice":
-        items = value if isinstance(value, (list, tuple)) else _json_list(value)
-        if not items:
-            return None   # Emarsys refuses an empty array (2007); an empty selection clears
-        return [_choice(item, f) for item in items]
-    raise CoercionError(f"the field {f.label()} cannot be written through the API")
+    try:
+        return _COERCERS.get(f.kind, _not_writable)(_as_text_if_textlike(value), f, options)
+    except CoercionError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, OverflowError, RecursionError) as exc:
+        # A value outside what the conversions handle (a datetime at the edge of the calendar, an
+        # int too long to print, ...): a rejected row, never a crashed sync.
+        raise CoercionError(f"a {type(value).__name__} that cannot become {f.kind}: "
+                            f"{type(exc).__name__}") from None
 
 
-def _optin(value: object) -> int:
-    if isinstance(value, bool):
-        return 1 if value else 2
-    if isinstance(value, (int, Decimal)) and value in (0, 1, 2):
-        return 1 if value == 1 else 2
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return 1
-        if text in _FALSE:
-            return 2
-    raise CoercionError(f"{value!r} is neither clearly true nor clearly false for opt-in")
+def _as_text_if_textlike(value: object) -> object:
+    """UUIDs and bytes are their text; integers of other libraries (numpy) are ints; everything else
+    is taken as it is."""
+    if isinstance(value, (str, int, float, Decimal, date)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CoercionError("binary data that is not UTF-8 text") from None
+    return value
 
+
+def _reject_non_finite(value: object) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CoercionError(f"{value!r} is not a value Emarsys can store")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise CoercionError(f"Decimal {str(value)!r} is not a value Emarsys can store")
+
+
+def _blank(value: object) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+# -- text ----------------------------------------------------------------------------------------
 
 def _text(value: object, f: EmarsysField, options: CoercionOptions) -> str:
+    _reject_non_finite(value)
     if isinstance(value, str):
         text = value
     elif isinstance(value, bool):
         text = "true" if value else "false"
-    elif isinstance(value, (int, Decimal)):
-        text = _decimal_text(Decimal(value))
-    elif isinstance(value, float):
-        text = repr(value)
+    elif isinstance(value, (int, Decimal, float)):
+        text = _number_text(value, plain_limit=_PLAIN_EXPONENT_LIMIT)
     elif isinstance(value, (datetime, date, time)):
         text = value.isoformat()
-    elif isinstance(value, uuid.UUID):
-        text = str(value)
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            raise CoercionError("binary data that is not UTF-8 text") from None
-    elif isinstance(value, (list, tuple, dict)):
-        text = json.dumps(value, ensure_ascii=False, default=str)
+    elif isinstance(value, (list, tuple, dict, set, frozenset)):
+        text = json.dumps(sorted(value, key=str) if isinstance(value, (set, frozenset)) else value,
+                          ensure_ascii=False, default=_json_default, separators=(",", ":"))
     else:
         raise CoercionError(f"a {type(value).__name__} cannot become text")
     limit = TEXT_LIMITS.get(f.application_type)
     if limit is not None and len(text) > limit:
         if options.truncate_text:
             return text[:limit]
-        raise CoercionError(f"{len(text)} characters, over the field's limit of {limit}")
+        raise CoercionError(f"{len(text)} characters, over the field's limit of {limit} "
+                            "(set truncate_text: true to cut it instead)")
     return text
 
 
-def _date(value: object, options: CoercionOptions) -> str:
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return _number_text(value, plain_limit=_PLAIN_EXPONENT_LIMIT) if value.is_finite() else str(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+# -- numbers -------------------------------------------------------------------------------------
+
+def _number_text(value: int | Decimal | float, plain_limit: int | None = None) -> str:
+    """Plain decimal notation with every digit kept: ints as they are, Decimals with their exact
+    digits and scale ("12.50" stays "12.50"), floats by their shortest round-trip repr ("0.1", and "3"
+    for 3.0). `plain_limit`: beyond that exponent, scientific notation instead of expanding."""
+    if isinstance(value, bool):
+        raise CoercionError("a boolean is not a number")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        d = Decimal(repr(value))
+        if plain_limit is not None and abs(d.adjusted()) > plain_limit:
+            return repr(value)
+        if value.is_integer() and abs(value) < 1e16:
+            d = d.to_integral_value()
+    else:
+        d = value
+    if plain_limit is not None and abs(d.adjusted()) > plain_limit:
+        return str(d)
+    text = format(d, "f")
+    return "0" if text.lstrip("-") == "0" else text
+
+
+def _numeric(value: object, f: EmarsysField, options: CoercionOptions) -> str | None:
+    _reject_non_finite(value)
+    if isinstance(value, bool):
+        raise CoercionError("a boolean is not a number (cast it to an integer in the model)")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if not _NUMBER_TEXT.match(text):
+            raise CoercionError(f"{_show(value)} is not a number")
+        value = Decimal(text)
+    if isinstance(value, int):
+        if value.bit_length() > 80 or len(str(abs(value))) > MAX_NUMERIC_DIGITS:
+            raise CoercionError(f"a number with more than {MAX_NUMERIC_DIGITS} digits before the point")
+        return str(value)
+    if not isinstance(value, (float, Decimal)):
+        raise CoercionError(f"a {type(value).__name__} is not a number")
+    exact = Decimal(repr(value)) if isinstance(value, float) else value
+    if exact.adjusted() >= MAX_NUMERIC_DIGITS:
+        raise CoercionError(f"a number with more than {MAX_NUMERIC_DIGITS} digits before the point")
+    if -exact.as_tuple().exponent > MAX_FRACTION_DIGITS:   # type: ignore[operator]
+        # Rounding would change the number: say so instead.
+        raise CoercionError(f"a number with more than {MAX_FRACTION_DIGITS} digits after the point")
+    return _number_text(value)
+
+
+# -- dates ---------------------------------------------------------------------------------------
+
+def _date(value: object, f: EmarsysField, options: CoercionOptions) -> str | None:
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(options.zone())
-        return value.date().isoformat()
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return moment.astimezone(options.zone()).date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, str):
         text = value.strip()
+        if not text:
+            return None
         if _DATE_TEXT.match(text):
             try:
-                if len(text) == 10:
-                    return date.fromisoformat(text).isoformat()
-                return _date(datetime.fromisoformat(text.replace("Z", "+00:00")), options)
+                return date.fromisoformat(text).isoformat()
             except ValueError:
-                pass
-        raise CoercionError(f"{value!r} is not a date (YYYY-MM-DD)")
+                raise CoercionError(f"{_show(value)} is not a valid date") from None
+        if _TIMESTAMP_TEXT.match(text):
+            try:
+                moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+            except ValueError:
+                raise CoercionError(f"{_show(value)} is not a valid timestamp") from None
+            return _date(moment, f, options)
+        raise CoercionError(f"{_show(value)} is not a date (YYYY-MM-DD)")
     raise CoercionError(f"a {type(value).__name__} cannot become a date")
 
 
-def _numeric(value: object) -> str:
-    if isinstance(value, bool):
-        raise CoercionError("a boolean is not a number")
-    if isinstance(value, (int, Decimal)):
-        if isinstance(value, Decimal) and not value.is_finite():
-            raise CoercionError(f"{value!r} is not a number Emarsys can store")
-        text = _decimal_text(Decimal(value))
-    elif isinstance(value, float):
-        text = _decimal_text(Decimal(repr(value)))
-    elif isinstance(value, str) and _NUMERIC_TEXT.match(value.strip()):
-        text = value.strip()
-    else:
-        raise CoercionError(f"{value!r} is not a number")
-    if sum(ch.isdigit() for ch in text) > MAX_NUMERIC_DIGITS:
-        raise CoercionError(f"{text} has more than {MAX_NUMERIC_DIGITS} digits")
-    return text
+# -- choices -------------------------------------------------------------------------------------
 
-
-def _decimal_text(d: Decimal) -> str:
-    """Plain notation, every digit kept, no exponent; trailing zeros after the point dropped."""
-    text = format(d, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _choice(value: object, f: EmarsysField) -> int:
+def _single_choice(value: object, f: EmarsysField, options: CoercionOptions) -> int | None:
+    _reject_non_finite(value)
     if isinstance(value, str):
-        label = value.strip()
-        if label in f.choices:
-            return f.choices[label]
-        folded = {k.casefold(): v for k, v in f.choices.items()}
-        if label.casefold() in folded:
-            return folded[label.casefold()]
-        if label.isdigit() and int(label) in f.choices.values():
-            return int(label)
-        raise CoercionError(f"{value!r} is not a choice of {f.label()}")
-    if isinstance(value, int) and not isinstance(value, bool) and value in f.choices.values():
-        return value
-    raise CoercionError(f"{value!r} is not a choice of {f.label()}")
+        if not value.strip():
+            return None
+        return _choice_of_label(value, f)
+    number = _integral(value)
+    if number is not None:
+        ids = set(f.choices.values())
+        by_label = _choice_by_label(str(number), f)
+        if number in ids and by_label is not None and by_label != number:
+            raise CoercionError(f"{number} is both the id of one choice of {f.label()} and the label of "
+                                "another; send the label as text")
+        if number in ids:
+            return number
+        if by_label is not None:
+            return by_label
+        raise CoercionError(f"{number} is neither a choice id nor a choice label of {f.label()}")
+    raise CoercionError(f"a {type(value).__name__} cannot be a choice of {f.label()}")
 
 
-def _json_list(value: object) -> list:
-    if isinstance(value, str):
+def _multi_choice(value: object, f: EmarsysField, options: CoercionOptions) -> list[int] | None:
+    _reject_non_finite(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else list(value)
+    elif isinstance(value, str):
         text = value.strip()
+        if not text:
+            return None
         if text.startswith("["):
             try:
                 parsed = json.loads(text)
             except ValueError:
-                raise CoercionError(f"{value!r} is not a list of choices") from None
-            if isinstance(parsed, list):
-                return parsed
-        return [part for part in (p.strip() for p in text.split(",")) if part]
-    return [value]
+                raise CoercionError(f"{_show(value)} is not a JSON list of choices") from None
+            if not isinstance(parsed, list):
+                raise CoercionError(f"{_show(value)} is not a JSON list of choices")
+            items = parsed
+        elif _choice_by_label(text, f) is not None:
+            items = [text]      # a label that itself holds a comma
+        else:
+            items = [part.strip() for part in text.split(",") if part.strip()]
+    elif isinstance(value, dict):
+        raise CoercionError(f"an object cannot be a list of choices of {f.label()}")
+    else:
+        items = [value]
+    if not items:
+        return None         # Emarsys refuses an empty array (2007): an empty selection is a null
+    out: list[int] = []
+    for item in items:
+        if item is None or isinstance(item, (list, tuple, dict, set)):
+            raise CoercionError(f"{_show(item)} inside the list is not a choice of {f.label()}")
+        choice = _single_choice(_as_text_if_textlike(item), f, options)
+        if choice is not None and choice not in out:
+            out.append(choice)
+    return out or None
 
 
-def _nearest(word: str, candidates: list[str]) -> str | None:
-    import difflib
+def _choice_of_label(label: str, f: EmarsysField) -> int:
+    found = _choice_by_label(label, f)
+    if found is not None:
+        return found
+    text = label.strip()
+    if text.isdigit() and int(text) in set(f.choices.values()):
+        return int(text)
+    known = ", ".join(repr(k) for k in list(f.choices)[:10]) + (", ..." if len(f.choices) > 10 else "")
+    raise CoercionError(f"{_show(label)} is not a choice of {f.label()}" +
+                        (f" (choices: {known})" if known else " (it has no choices)"))
 
-    found = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return found[0] if found else None
+
+def _choice_by_label(label: str, f: EmarsysField) -> int | None:
+    """Exact label first, then trimmed and case-insensitive when that is unambiguous."""
+    if label in f.choices:
+        return f.choices[label]
+    folded = label.strip().casefold()
+    candidates = {cid for name, cid in f.choices.items() if name.strip().casefold() == folded}
+    if len(candidates) > 1:
+        raise CoercionError(f"{_show(label)} matches several choices of {f.label()} when case is ignored")
+    return candidates.pop() if candidates else None
+
+
+def _integral(value: object) -> int | None:
+    """An int for int, integral Decimal and integral float; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.adjusted() <= 30 and value == value.to_integral_value():
+        return int(value)
+    return None
+
+
+# -- opt-in --------------------------------------------------------------------------------------
+
+def _optin(value: object, f: EmarsysField, options: CoercionOptions) -> int | None:
+    _reject_non_finite(value)
+    if isinstance(value, bool):
+        return 1 if value else 2
+    if isinstance(value, str):
+        text = value.strip().casefold()
+        if not text:
+            return None
+        if text in _TRUE:
+            return 1
+        if text in _FALSE:
+            return 2
+        raise CoercionError(f"{_show(value)} is neither clearly true nor clearly false for opt-in")
+    number = _integral(value)
+    if number in (0, 1, 2):
+        return 1 if number == 1 else 2
+    if isinstance(value, (int, float, Decimal)):
+        raise CoercionError(f"{_show(value)} is not an opt-in value (1 or true = in; 0, 2 or false = out)")
+    raise CoercionError(f"a {type(value).__name__} cannot be an opt-in value")
+
+
+def _not_writable(value: object, f: EmarsysField, options: CoercionOptions) -> object:
+    raise CoercionError(f"the field {f.label()} cannot be written through the API")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_COERCERS = {
+    **{kind: _text for kind in TEXT_TYPES},
+    **{kind: _date for kind in DATE_TYPES},
+    "numeric": _numeric,
+    "singlechoice": _single_choice,
+    "multichoice": _multi_choice,
+    "optin": _optin,
+}

@@ -47,7 +47,7 @@ def test_maps_columns_to_field_ids_with_coerced_values(catalog):
     assert key == "anna@example.com"   # trimmed and lower-cased
     payload = mapper.payload(key, r)
     assert payload == {"3": "anna@example.com", "1": "Anna", "4": "1990-05-01", "31": 1,
-                       "5001": "12345678901234567890.1", "5003": 3,
+                       "5001": "12345678901234567890.10", "5003": 3,
                        "5004": "2023-12-31"}   # 00:30 at +02:00 is still Dec 31 in UTC
 
 
