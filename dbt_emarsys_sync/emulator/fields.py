@@ -1,14 +1,38 @@
-"""The emulator's field catalogue: Emarsys system fields (emarsys-api.md §4.4) plus custom fields.
+"""The emulator's field catalogue: Emarsys system fields (emarsys-api.md §4.4) plus custom fields, and
+how a value sent for each field type is checked and stored (§4.5, reply code 2007 on a bad value).
 
-Field ids are integers here; the wire format carries them as strings (`"3"`), as Emarsys does.
+Field ids are integers here; the wire format carries them as strings (`"3"`), as Emarsys does. Each
+field carries a `coerce(value, truncate)` function built once for its type, so a contact batch pays
+one call per value and no type dispatch.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable
 
 # Text length limits (emarsys-api.md §4.5): shorttext 60, longtext 255, url 1000; largetext unlimited.
 TEXT_LIMITS = {"shorttext": 60, "longtext": 255, "url": 1000, "fax": 60}
+TEXT_TYPES = frozenset({"shorttext", "longtext", "largetext", "url", "fax"})
+DATE_TYPES = frozenset({"date", "birthdate"})
+# Types a custom field may have (seeded or configured).
+CUSTOM_TYPES = frozenset({"shorttext", "longtext", "largetext", "url", "date", "birthdate", "numeric",
+                          "singlechoice", "multichoice"})
+OPTIN_FIELD = 31
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NUMERIC_RE = re.compile(r"^-?\d{1,24}(\.\d+)?$")
+
+
+class BadValue(Exception):
+    """A value a field can't take: the replyCode and message Emarsys reports for that contact."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -27,14 +51,122 @@ class FieldDef:
     read_only: bool = False
     indexed: bool = False
     choices: list[Choice] = field(default_factory=list)
+    # coerce(value, truncate) -> the value to store; raises BadValue. Built from the type.
+    coerce: Callable[[Any, bool], Any] = field(init=False, repr=False, compare=False)
 
-    def as_api(self) -> dict:
+    def __post_init__(self) -> None:
+        self.coerce = _coercer(self)
+
+    def as_api(self, lang: str = "en") -> dict:
         return {
             "id": self.id,
-            "name": self.name,
+            "name": translate_field_name(self, lang),
             "application_type": self.application_type,
             "string_id": self.string_id,
         }
+
+    def choices_as_api(self, lang: str = "en") -> list[dict]:
+        return [{"id": str(c.id), "choice": translate_choice(self, c, lang), "bit_position": c.bit_position}
+                for c in self.choices]
+
+    def render(self, stored: Any) -> Any:
+        """A stored value as getdata/query return it: strings (lists of strings for multichoice)."""
+        if stored is None:
+            return None
+        if isinstance(stored, list):
+            return [str(v) for v in stored]
+        return str(stored)
+
+
+# -- coercion -----------------------------------------------------------------------------------
+
+
+def _coercer(f: FieldDef) -> Callable[[Any, bool], Any]:
+    fid, kind = f.id, f.application_type
+
+    if f.read_only:
+        def read_only(value: Any, truncate: bool) -> Any:
+            raise BadValue(2007, f"Field id {fid} is read-only and cannot be changed")
+        return read_only
+
+    if fid == OPTIN_FIELD:
+        def optin(value: Any, truncate: bool) -> Any:
+            # JSON true is Python True == 1: refuse booleans explicitly (emarsys-api.md §3.3).
+            if value.__class__ is int and value in (1, 2):
+                return value
+            if value in ("1", "2"):
+                return int(value)
+            raise BadValue(2007, f"Invalid value for field id {fid}: opt-in accepts 1, 2 or null")
+        return optin
+
+    if kind in TEXT_TYPES:
+        limit = TEXT_LIMITS.get(kind)
+
+        def text(value: Any, truncate: bool) -> Any:
+            if value.__class__ is not str:
+                if value.__class__ in (int, float):
+                    value = str(value)
+                else:
+                    raise BadValue(2007, f"Invalid data format for field id {fid}: Scalar expected")
+            if limit is not None and len(value) > limit:
+                if truncate:
+                    return value[:limit]
+                raise BadValue(2007, f"Invalid value for field id {fid}: longer than {limit} characters")
+            return value
+        return text
+
+    if kind in DATE_TYPES:
+        def date_value(value: Any, truncate: bool) -> Any:
+            if value.__class__ is str and _DATE_RE.match(value):
+                try:
+                    date.fromisoformat(value)
+                    return value
+                except ValueError:
+                    pass
+            raise BadValue(2007, f"Invalid date format for field id {fid} (valid: YYYY-MM-DD)")
+        return date_value
+
+    if kind == "numeric":
+        def numeric(value: Any, truncate: bool) -> Any:
+            if value.__class__ in (int, float, str):
+                text = value if value.__class__ is str else repr(value)
+                if _NUMERIC_RE.match(text):
+                    return text
+            raise BadValue(2007, f"Invalid value for field id {fid}: numeric expected")
+        return numeric
+
+    if kind == "singlechoice":
+        valid = {str(c.id): c.id for c in f.choices}
+
+        def single(value: Any, truncate: bool) -> Any:
+            if value.__class__ in (list, dict):
+                raise BadValue(2007, f"Invalid data format for field id {fid}: Scalar expected")
+            choice = valid.get(value if value.__class__ is str else str(value))
+            if choice is None or value.__class__ is bool:
+                raise BadValue(2007, f"Invalid choice id for field id {fid}: {value}")
+            return choice
+        return single
+
+    if kind == "multichoice":
+        valid = {str(c.id): c.id for c in f.choices}
+
+        def multi(value: Any, truncate: bool) -> Any:
+            if value.__class__ is not list:
+                raise BadValue(2007, f"Invalid data format for field id {fid}: Array expected")
+            if not value:
+                raise BadValue(2007, f"No choice provided for field id {fid}")
+            out = []
+            for v in value:
+                choice = None if v.__class__ in (bool, list, dict) else valid.get(str(v))
+                if choice is None:
+                    raise BadValue(2007, f"Invalid choice id for field id {fid}: {v}")
+                out.append(choice)
+            return out
+        return multi
+
+    def not_settable(value: Any, truncate: bool) -> Any:
+        raise BadValue(2007, f"Field id {fid} cannot be set through the API")
+    return not_settable
 
 
 COUNTRIES = [
@@ -129,6 +261,48 @@ DEFAULT_CUSTOM_FIELDS = [
 ]
 
 
+# -- languages ----------------------------------------------------------------------------------
+
+# Languages `/field/translate/{lang}` accepts; others answer 400 replyCode 1002. German names are
+# provided for the system fields; the other languages keep the English names (a sandbox needs the
+# shape and the error, not a full translation).
+SUPPORTED_LANGUAGES = frozenset({"en", "de", "fr", "es", "it", "nl", "pl", "pt", "cs", "hu", "ru", "tr",
+                                 "sv", "da", "fi", "no", "ja", "zh"})
+
+_FIELD_NAMES_DE = {
+    0: "Interessen", 1: "Vorname", 2: "Nachname", 3: "E-Mail", 4: "Geburtsdatum", 5: "Geschlecht",
+    6: "Familienstand", 7: "Kinder", 8: "Ausbildung", 9: "Titel", 10: "Adresse", 11: "Ort",
+    12: "Bundesland", 13: "PLZ", 14: "Land", 15: "Telefon", 16: "Fax", 17: "Position", 18: "Firma",
+    19: "Abteilung", 20: "Branche", 21: "Telefon (Büro)", 22: "Fax (Büro)", 23: "Anzahl Mitarbeiter",
+    24: "Jahresumsatz (in 1000 EUR)", 25: "URL", 26: "Bevorzugtes E-Mail-Format",
+    27: "Durchschn. Besuchsdauer", 28: "Seitenaufrufe pro Tag", 29: "Tage seit letzter E-Mail",
+    30: "Antwortrate", 31: "Opt-In", 32: "Benutzerstatus", 33: "Kontaktquelle", 34: "Kontaktformular",
+    35: "Registrierungssprache", 36: "Newsletter", 37: "Mobil", 38: "Vorname des Partners",
+    39: "Geburtsdatum des Partners", 40: "Jahrestag", 41: "Firmenadresse", 42: "PLZ (Büro)",
+    43: "Ort (Büro)", 44: "Bundesland (Büro)", 45: "Land (Büro)", 46: "Anrede", 47: "E-Mail gültig",
+    48: "Datum der Erstregistrierung",
+}
+_CHOICES_DE = {
+    5: ["Männlich", "Weiblich", "Divers"],
+    7: ["Nein", "Ja"],
+    46: ["Herr", "Frau", "Divers"],
+}
+
+
+def translate_field_name(f: FieldDef, lang: str) -> str:
+    if lang == "de":
+        return _FIELD_NAMES_DE.get(f.id, f.name)
+    return f.name
+
+
+def translate_choice(f: FieldDef, choice: Choice, lang: str) -> str:
+    if lang == "de" and f.id in _CHOICES_DE:
+        labels = _CHOICES_DE[f.id]
+        if 0 <= choice.bit_position < len(labels):
+            return labels[choice.bit_position]
+    return choice.label
+
+
 def system_fields() -> list[FieldDef]:
     fields = []
     for fid, name, app_type, string_id, read_only in _SYSTEM:
@@ -141,13 +315,48 @@ def system_fields() -> list[FieldDef]:
 
 
 def custom_field(spec: dict) -> FieldDef:
-    """Build a custom field from a seed dict: id, name, application_type, string_id, indexed, choices."""
+    """Build a custom field from a seed dict: id, name, application_type, string_id, indexed, choices.
+
+    Raises ValueError naming the offending key, so a bad seed or config file says what to fix."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a custom field is an object with id, name and application_type, not {spec!r}")
+    unknown = set(spec) - {"id", "name", "application_type", "string_id", "indexed", "choices"}
+    if unknown:
+        raise ValueError(f"custom field {spec.get('id')!r}: unknown key(s) {', '.join(sorted(unknown))}")
+    fid = spec.get("id")
+    if isinstance(fid, bool) or not isinstance(fid, int) or fid <= 48:
+        raise ValueError(f"custom field {fid!r}: 'id' must be an integer above 48 (0-48 are system fields)")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ValueError(f"custom field {fid}: 'name' must be a non-empty string of at most 200 characters")
+    app_type = spec.get("application_type")
+    if app_type not in CUSTOM_TYPES:
+        raise ValueError(f"custom field {fid}: 'application_type' must be one of "
+                         f"{', '.join(sorted(CUSTOM_TYPES))}, not {app_type!r}")
+    string_id = spec.get("string_id")
+    if string_id is not None and (not isinstance(string_id, str) or not string_id or string_id.isdigit()):
+        raise ValueError(f"custom field {fid}: 'string_id' must be a non-numeric string")
     labels = spec.get("choices") or []
+    if labels and app_type not in ("singlechoice", "multichoice"):
+        raise ValueError(f"custom field {fid}: only singlechoice and multichoice fields have 'choices'")
+    if app_type in ("singlechoice", "multichoice") and not labels:
+        raise ValueError(f"custom field {fid}: a {app_type} field needs 'choices' (a list of labels)")
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"custom field {fid}: 'choices' must be a list of labels (strings)")
     return FieldDef(
-        id=int(spec["id"]),
-        name=spec["name"],
-        application_type=spec["application_type"],
-        string_id=spec.get("string_id"),
+        id=fid,
+        name=name,
+        application_type=app_type,
+        string_id=string_id,
         indexed=bool(spec.get("indexed", False)),
         choices=_choices(labels, first_id=1) if labels else [],
     )
+
+
+def field_spec(f: FieldDef) -> dict:
+    """The seed dict `custom_field` builds `f` from (to persist seeded fields)."""
+    spec = {"id": f.id, "name": f.name, "application_type": f.application_type, "string_id": f.string_id,
+            "indexed": f.indexed}
+    if f.choices:
+        spec["choices"] = [c.label for c in f.choices]
+    return spec

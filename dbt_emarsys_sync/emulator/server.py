@@ -18,7 +18,9 @@ from .app import Emulator, EmulatorConfig
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says
+    # TCP, and without it every keep-alive answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -27,15 +29,17 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 
 
 def _uvicorn_config(emulator: Emulator, log_level: str) -> uvicorn.Config:
-    # h11 keeps it pure Python; httptools, when installed, is faster and uvicorn picks it on "auto".
+    # http="auto": httptools when installed (a dependency: it parses faster than h11). The Date header
+    # comes from the emulator (its clock may be skewed on purpose), so uvicorn's is off.
     return uvicorn.Config(emulator.app, log_level=log_level, access_log=False, lifespan="off",
-                          timeout_keep_alive=30)
+                          timeout_keep_alive=30, date_header=False, server_header=False,
+                          timeout_graceful_shutdown=2)
 
 
 def serve_forever(emulator: Emulator, host: str, port: int, log_level: str = "warning",
                   store_file: str | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. With `store_file`, contacts are loaded from it at start and written
-    back at shutdown, so the sandbox remembers what earlier syncs sent."""
+    """Serve until SIGINT/SIGTERM. With `store_file`, contacts, contact lists and seeded fields are
+    loaded from it at start and written back at shutdown, so the sandbox remembers earlier syncs."""
     path = Path(store_file) if store_file else None
     if path is not None and path.exists():
         emulator.store.load(json.loads(path.read_text()))
@@ -46,6 +50,7 @@ def serve_forever(emulator: Emulator, host: str, port: int, log_level: str = "wa
     try:
         uvicorn.Server(_uvicorn_config(emulator, log_level)).run(sockets=[sock])
     finally:
+        emulator.close()
         if path is not None:
             tmp = path.with_suffix(path.suffix + ".tmp")
             tmp.write_text(json.dumps(emulator.store.dump()))
@@ -87,6 +92,7 @@ class EmulatorThread:
         return self
 
     def stop(self) -> None:
+        self.emulator.close()   # pending hang/slow faults end now
         self._server.should_exit = True
         self._thread.join(10)
         self._sock.close()

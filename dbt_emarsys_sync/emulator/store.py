@@ -1,76 +1,167 @@
-"""The emulator's data: fields, contacts and their indexes, with Emarsys's validation rules.
+"""The emulator's data: fields, contacts, contact lists and their indexes, with Emarsys's rules.
 
-Everything here is plain Python and synchronous; the HTTP layer (app.py) turns results into
-envelopes. Reply codes and messages follow emarsys-api.md §2.3 and §3.
+Everything here is plain Python and synchronous; the HTTP layer (app.py) turns results into envelopes
+and `ApiError`s into request-level errors. Reply codes and messages follow emarsys-api.md §2.3, §3
+(contacts) and §5 (contact lists). Behaviour the notes leave open reads the live `Settings`.
+
+Contacts are keyed by a field (`key_id`): an integer id, a numeric string, a field's `string_id`, or
+`id`/`uid`. A key field must be indexed (email, custom fields seeded with `indexed: true`), otherwise
+2015. Values of a key need not be unique (several contacts may share an email), which is how 2010
+happens.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from .fields import TEXT_LIMITS, FieldDef, custom_field, system_fields
-
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_NUMERIC_RE = re.compile(r"^-?\d{1,24}(\.\d+)?$")
+from .fields import (DEFAULT_CUSTOM_FIELDS, BadValue, FieldDef, custom_field, field_spec,
+                     system_fields)
+from .settings import Settings
 
 FIRST_CONTACT_ID = 100_000_000
+FIRST_LIST_ID = 800_000_000
+EMAIL_FIELD = 3
 OPTIN_FIELD = 31
+MAX_LIST_IDS = 10_000          # contactlist add/delete/replace/create (3002)
+MAX_CONTACT_KEYS = 1000        # checkids (2002), getdata (10001), delete (1000)
+LIST_NAME_MAX = 255
+_LIST_NAME_FORBIDDEN = set('<>"\\')
+
+# StoreOptions was the store's first settings object; the live Settings replaced it (same fields).
+StoreOptions = Settings
 
 
 class ApiError(Exception):
-    """A request-level error: HTTP status, replyCode, replyText."""
+    """A request-level error: HTTP status, replyCode, replyText (and the envelope's `data`)."""
 
-    def __init__(self, status: int, reply_code: int, reply_text: str):
+    def __init__(self, status: int, reply_code: int, reply_text: str, data: Any = ""):
         super().__init__(reply_text)
         self.status = status
         self.reply_code = reply_code
         self.reply_text = reply_text
+        self.data = data
 
 
-@dataclass
-class StoreOptions:
-    # Open question 6 (emarsys-api.md §10): email key matching. Default: case-insensitive, stored as sent.
-    email_case_sensitive: bool = False
-    # Open question 7: over-length text. Default (the hostile choice): reject the contact with 2007.
-    truncate_text: bool = False
-
-
-@dataclass
+@dataclass(slots=True)
 class Contact:
     id: int
     uid: str
     values: dict[int, object] = field(default_factory=dict)
 
 
-class Store:
-    def __init__(self, options: StoreOptions | None = None, custom_fields: list[dict] | None = None):
-        self.options = options or StoreOptions()
-        self.lock = threading.RLock()
-        self.fields: dict[int, FieldDef] = {}
-        self.fields_by_string_id: dict[str, FieldDef] = {}
-        for f in system_fields():
-            self._add_field(f)
-        from .fields import DEFAULT_CUSTOM_FIELDS
+@dataclass
+class ContactList:
+    id: int
+    name: str
+    description: str
+    created: str
+    members: dict[int, None] = field(default_factory=dict)   # an insertion-ordered set of contact ids
+    in_combined_segment: bool = False
 
-        for spec in DEFAULT_CUSTOM_FIELDS if custom_fields is None else custom_fields:
-            self._add_field(custom_field(spec))
-        self.contacts: dict[int, Contact] = {}
-        # field id -> normalised value -> contact ids (a list: values need not be unique)
-        self.index: dict[int, dict[str, list[int]]] = {
-            fid: {} for fid, f in self.fields.items() if f.indexed
-        }
-        self.next_id = FIRST_CONTACT_ID
+
+@dataclass(frozen=True)
+class Key:
+    """What `key_id` names: a field (`field` set) or the internal `id` / `uid`."""
+
+    name: str                  # "3", "5002", "id" or "uid": the name used in messages
+    field: FieldDef | None
+    refs: tuple[str, ...]      # where a contact object carries the key value
+
+
+def _server_zone() -> timezone:
+    """Emarsys answers timestamps in its own local time without an offset (emarsys-api.md §4.5)."""
+    try:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo("Europe/Vienna")  # type: ignore[return-value]
+    except Exception:  # no tz database on this machine
+        return timezone(timedelta(hours=1))
+
+
+SERVER_ZONE = _server_zone()
+
+
+def _error(code: int, message: str) -> dict[str, str]:
+    return {str(code): message}
+
+
+class Store:
+    def __init__(self, options: Settings | None = None, custom_fields: list[dict] | None = None,
+                 clock=time.time):
+        self.options = options if options is not None else Settings()
+        self.clock = clock
+        self.lock = threading.RLock()
+        self._custom_field_specs = DEFAULT_CUSTOM_FIELDS if custom_fields is None else custom_fields
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to an empty account: the configured fields, no contacts, no lists."""
+        with self.lock:
+            self.fields: dict[int, FieldDef] = {}
+            self.fields_by_string_id: dict[str, FieldDef] = {}
+            self.seeded_fields: list[dict] = []
+            for f in system_fields():
+                self._add_field(f)
+            for spec in self._custom_field_specs:
+                self._add_field(custom_field(spec))
+            self.index = {}
+            self.contacts: dict[int, Contact] = {}
+            self.uids: dict[str, int] = {}
+            self._rebuild_refs()
+            self.hidden_until: dict[int, float] = {}        # read-after-write lag, contacts
+            self.lists: dict[int, ContactList] = {}
+            self.list_hidden_until: dict[int, float] = {}   # read-after-write lag, lists
+            self.next_id = FIRST_CONTACT_ID
+            self.next_list_id = FIRST_LIST_ID
 
     # -- fields -------------------------------------------------------------------------------
 
     def _add_field(self, f: FieldDef) -> None:
+        if f.id in self.fields:
+            raise ValueError(f"field id {f.id} already exists")
+        if f.string_id and f.string_id in self.fields_by_string_id:
+            raise ValueError(f"field string_id {f.string_id!r} already exists")
         self.fields[f.id] = f
         if f.string_id:
             self.fields_by_string_id[f.string_id] = f
+
+    def add_custom_fields(self, specs: list[dict]) -> list[int]:
+        """Seed custom fields (all or none). Raises ValueError naming the bad field."""
+        with self.lock:
+            built = [custom_field(spec) for spec in specs]
+            ids = [f.id for f in built]
+            string_ids = [f.string_id for f in built if f.string_id]
+            for f in built:
+                if f.id in self.fields or ids.count(f.id) > 1:
+                    raise ValueError(f"custom field {f.id}: that field id already exists")
+                if f.string_id and (f.string_id in self.fields_by_string_id
+                                    or string_ids.count(f.string_id) > 1):
+                    raise ValueError(f"custom field {f.id}: string_id {f.string_id!r} already exists")
+            for f in built:
+                self._add_field(f)
+                self.seeded_fields.append(field_spec(f))
+            self._rebuild_refs()
+            return ids
+
+    def _rebuild_refs(self) -> None:
+        """Lookup tables for field keys in contact objects, and the indexes of indexed fields."""
+        self._refs_numeric = {str(fid): f for fid, f in self.fields.items()}
+        self._refs_all = dict(self._refs_numeric)
+        for sid, f in self.fields_by_string_id.items():
+            self._refs_all.setdefault(sid, f)
+        for fid, f in self.fields.items():
+            if f.indexed and fid not in self.index:
+                self.index[fid] = {}
+        self.reindex()
+
+    def field_refs(self) -> dict[str, FieldDef]:
+        """Field keys accepted inside contact objects: numeric ids, plus string ids when allowed."""
+        return self._refs_all if self.options.string_field_ids else self._refs_numeric
 
     def resolve_field(self, ref: object) -> FieldDef | None:
         """A field named by integer id, numeric string or string_id, as Emarsys accepts them."""
@@ -84,180 +175,614 @@ class Store:
             return self.fields_by_string_id.get(ref)
         return None
 
-    # -- values -------------------------------------------------------------------------------
+    # -- keys and lookups ---------------------------------------------------------------------
 
-    def _index_key(self, fid: int, value: object) -> str:
-        text = str(value)
-        if fid == 3 and not self.options.email_case_sensitive:
-            return text.lower()
+    def key(self, key_id: object) -> Key:
+        """Resolve `key_id`. Raises 400 2004 for an unknown field, 2015 for one without an index."""
+        if key_id in ("id", "uid"):
+            return Key(str(key_id), None, (str(key_id),))
+        f = self.resolve_field(key_id)
+        if f is None:
+            raise ApiError(400, 2004, f"Invalid key field id: {key_id}")
+        if not f.indexed:
+            raise ApiError(400, 2015, f"No index on column: {f.id}")
+        refs = (str(f.id), f.string_id) if (f.string_id and self.options.string_field_ids) else (str(f.id),)
+        if isinstance(key_id, str) and not key_id.isdigit() and key_id not in refs:
+            refs = refs + (key_id,)   # key_id "email": the contact may carry "email"
+        return Key(str(f.id), f, refs)
+
+    def _norm(self, fid: int, value: object) -> str:
+        text = value if value.__class__ is str else str(value)
+        if fid == EMAIL_FIELD:
+            if self.options.email_trim_whitespace:
+                text = text.strip()
+            if not self.options.email_case_sensitive:
+                text = text.lower()
         return text
 
-    def validate_value(self, f: FieldDef, value: object) -> tuple[object, str | None]:
-        """Return (value to store, error message or None). None and "" clear a field."""
-        if f.read_only:
-            return None, f"Field {f.id} is read-only"
-        if value is None or value == "":
-            return None, None
-        t = f.application_type
-        if f.id == OPTIN_FIELD:
-            if value in (1, 2, "1", "2"):
-                return int(value), None
-            return None, f"Invalid value for field id {f.id}: opt-in accepts 1, 2 or null"
-        if t in ("shorttext", "longtext", "largetext", "url", "fax"):
-            if not isinstance(value, str):
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    value = str(value)
-                else:
-                    return None, f"Invalid data format for field id {f.id}: Scalar expected"
-            limit = TEXT_LIMITS.get(t)
-            if limit is not None and len(value) > limit:
-                if self.options.truncate_text:
-                    return value[:limit], None
-                return None, f"Value too long for field id {f.id} (max {limit} characters)"
-            return value, None
-        if t in ("date", "birthdate"):
-            if not isinstance(value, str) or not _DATE_RE.match(value):
-                return None, f"Invalid date format for field id {f.id} (valid: YYYY-MM-DD)"
+    def reindex(self) -> None:
+        """Rebuild every index (after a change of the email matching settings)."""
+        with self.lock:
+            for fid in self.index:
+                bucket: dict[str, list[int]] = {}
+                for c in self.contacts.values():
+                    value = c.values.get(fid)
+                    if value is not None:
+                        bucket.setdefault(self._norm(fid, value), []).append(c.id)
+                self.index[fid] = bucket
+
+    def lookup(self, key: Key, value: object) -> list[int]:
+        """Ids of every contact whose key equals `value`, visible or not."""
+        if key.field is not None:
+            return list(self.index[key.field.id].get(self._norm(key.field.id, value), ()))
+        if key.name == "id":
             try:
-                date.fromisoformat(value)
-            except ValueError:
-                return None, f"Invalid date format for field id {f.id} (valid: YYYY-MM-DD)"
-            return value, None
-        if t == "numeric":
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                return None, f"Invalid value for field id {f.id}: numeric expected"
-            text = str(value)
-            if not _NUMERIC_RE.match(text):
-                return None, f"Invalid value for field id {f.id}: numeric expected"
-            return text, None
-        if t == "singlechoice":
-            if isinstance(value, (list, dict)):
-                return None, f"Invalid data format for field id {f.id}: Scalar expected"
-            if not any(str(c.id) == str(value) for c in f.choices):
-                return None, f"Invalid choice id for field id {f.id}"
-            return int(value), None
-        if t == "multichoice":
-            if not isinstance(value, list):
-                return None, f"Invalid data format for field id {f.id}: Array expected"
-            if not value:
-                return None, f"No choice provided for field id {f.id}"
-            valid = {str(c.id) for c in f.choices}
-            if any(str(v) not in valid for v in value):
-                return None, f"Invalid choice id for field id {f.id}"
-            return [int(v) for v in value], None
-        return None, f"Field {f.id} cannot be set through the API"
+                cid = int(value)
+            except (TypeError, ValueError):
+                return []
+            return [cid] if cid in self.contacts else []
+        cid = self.uids.get(str(value))
+        return [cid] if cid is not None else []
 
-    # -- contacts -----------------------------------------------------------------------------
+    def visible(self, cid: int, now: float) -> bool:
+        hidden = self.hidden_until.get(cid)
+        if hidden is None:
+            return True
+        if hidden <= now:
+            del self.hidden_until[cid]
+            return True
+        return False
 
-    def find(self, fid: int, value: object) -> list[int]:
-        if fid in self.index:
-            return list(self.index[fid].get(self._index_key(fid, value), ()))
-        wanted = self._index_key(fid, value)
-        return [c.id for c in self.contacts.values()
-                if c.values.get(fid) is not None and self._index_key(fid, c.values[fid]) == wanted]
+    def _find_one(self, key: Key, value: object, now: float,
+                  ) -> tuple[int | None, tuple[int, str] | None]:
+        """(contact id, None) or (None, (code, message)) for a read of one key value."""
+        if not _is_key_value(value):
+            return None, (2005, f"Invalid key field value: {value!r}")
+        matches = [cid for cid in self.lookup(key, value) if self.visible(cid, now)]
+        if not matches:
+            return None, (2008, f"No contact found with the external id: {key.name} - {value}")
+        if len(matches) > 1:
+            return None, (2010, f"More contacts found with the external id: {key.name} - {value}")
+        return matches[0], None
+
+    # -- contact writes -----------------------------------------------------------------------
+
+    def _index_add(self, contact: Contact, fid: int, value: object) -> None:
+        self.index[fid].setdefault(self._norm(fid, value), []).append(contact.id)
+
+    def _index_remove(self, contact: Contact, fid: int, value: object) -> None:
+        bucket = self.index[fid].get(self._norm(fid, value))
+        if bucket and contact.id in bucket:
+            bucket.remove(contact.id)
+            if not bucket:
+                del self.index[fid][self._norm(fid, value)]
 
     def _set(self, contact: Contact, fid: int, value: object) -> None:
+        indexed = fid in self.index
         old = contact.values.get(fid)
-        if fid in self.index and old is not None:
-            bucket = self.index[fid].get(self._index_key(fid, old))
-            if bucket and contact.id in bucket:
-                bucket.remove(contact.id)
+        if indexed and old is not None:
+            self._index_remove(contact, fid, old)
         if value is None:
             contact.values.pop(fid, None)
         else:
             contact.values[fid] = value
-            if fid in self.index:
-                self.index[fid].setdefault(self._index_key(fid, value), []).append(contact.id)
+            if indexed:
+                self._index_add(contact, fid, value)
 
-    def create(self, values: dict[int, object]) -> Contact:
-        contact = Contact(id=self.next_id, uid=secrets.token_urlsafe(8))
-        self.next_id += 1
-        self.contacts[contact.id] = contact
-        for fid, value in values.items():
-            self._set(contact, fid, value)
+    def create(self, values: dict[int, object], contact_id: int | None = None, uid: str | None = None,
+               lag: bool = True) -> Contact:
+        if contact_id is None:
+            contact_id = self.next_id
+        self.next_id = max(self.next_id, contact_id + 1)
+        if uid is None:
+            uid = secrets.token_urlsafe(8)
+        contact = Contact(id=contact_id, uid=uid,
+                          values={fid: v for fid, v in values.items() if v is not None})
+        self.contacts[contact_id] = contact
+        self.uids[uid] = contact_id
+        for fid in self.index.keys() & contact.values.keys():
+            self._index_add(contact, fid, contact.values[fid])
+        if lag and self.options.read_after_write_lag > 0:
+            self.hidden_until[contact_id] = self.clock() + self.options.read_after_write_lag
         return contact
 
     def update(self, contact: Contact, values: dict[int, object]) -> None:
+        index = self.index
         for fid, value in values.items():
-            self._set(contact, fid, value)
+            if fid in index or value is None:
+                self._set(contact, fid, value)
+            else:
+                contact.values[fid] = value
+
+    def delete_contact(self, cid: int) -> None:
+        contact = self.contacts.pop(cid)
+        self.uids.pop(contact.uid, None)
+        for fid in self.index.keys() & contact.values.keys():
+            self._index_remove(contact, fid, contact.values[fid])
+        self.hidden_until.pop(cid, None)
+        for contact_list in self.lists.values():
+            contact_list.members.pop(cid, None)
+
+    def _contact_values(self, raw: dict, key: Key, refs: dict[str, FieldDef], truncate: bool,
+                        clears: bool) -> dict[int, object]:
+        """Check one contact object's fields; raises BadValue with the row's reply code."""
+        values: dict[int, object] = {}
+        for ref, value in raw.items():
+            f = refs.get(ref)
+            if f is None:
+                if ref in ("id", "uid"):
+                    if key.field is None and ref == key.name:
+                        continue   # the key itself, when updating by id/uid
+                    raise BadValue(2007, "Cannot set id or uid on contact creation")
+                raise BadValue(2006, f"Invalid field id: {ref}")
+            if value is None:
+                if f.read_only:
+                    f.coerce(value, truncate)
+                values[f.id] = None
+            elif value == "" and value.__class__ is str:
+                if f.read_only:
+                    f.coerce(value, truncate)
+                if clears:
+                    values[f.id] = None
+            else:
+                values[f.id] = f.coerce(value, truncate)
+        return values
+
+    def write_contacts(self, key_id: object, contacts: list, *, create: bool, update: bool,
+                       race: bool = False, list_id: object = None, keys_out: list[str] | None = None,
+                       ) -> tuple[list[object], dict[str, dict[str, str]]]:
+        """Create (POST: create only) or update/upsert (PUT) a batch (emarsys-api.md §3.2, §3.3).
+
+        Returns (ids, errors by key value as sent): integer ids for created contacts, string ids for
+        updated ones. `race` is the "already exists" fault: keys that don't exist yet fail with 2009
+        without creating. `keys_out` receives every row's key value (for the request log). Raises
+        ApiError for request-level errors."""
+        key = self.key(key_id)
+        if create and key.field is None:
+            raise ApiError(400, 2004, "Cannot use id or uid as key on contact creation")
+        options = self.options
+        truncate, clears = options.truncate_text, options.empty_string_clears
+        duplicates_policy = options.duplicate_keys_in_batch
+        refs = self.field_refs()
+        key_refs = key.refs
+        ids: list[object] = []
+        errors: dict[str, dict[str, str]] = {}
+        with self.lock:
+            target_list = self._list_for_contact_write(list_id)
+            now = self.clock()
+            # Pass 1: each row's key value, and which keys repeat inside the batch.
+            rows: list[tuple[dict, object]] = []
+            seen: dict[str, int] = {}
+            norm_fid = key.field.id if key.field is not None else None
+            for raw in contacts:
+                if raw.__class__ is not dict:
+                    raise ApiError(400, 1001, "One or more parameters are invalid or missing")
+                value = None
+                for ref in key_refs:
+                    value = raw.get(ref)
+                    if value is not None:
+                        break
+                rows.append((raw, value))
+                if _is_key_value(value):
+                    norm = self._norm(norm_fid, value) if norm_fid is not None else str(value)
+                    seen[norm] = seen.get(norm, 0) + 1
+            repeated = {k for k, n in seen.items() if n > 1}
+            if repeated and duplicates_policy == "first_wins":
+                kept: set[str] = set()
+            if repeated and duplicates_policy == "last_wins":
+                last_index = {}
+                for i, (_, value) in enumerate(rows):
+                    if _is_key_value(value):
+                        last_index[self._norm(norm_fid, value) if norm_fid is not None else str(value)] = i
+            identified: list[int] = []
+            for i, (raw, value) in enumerate(rows):
+                label = "" if value is None else (value if value.__class__ is str else str(value))
+                if keys_out is not None:
+                    keys_out.append(label)
+                if not _is_key_value(value):
+                    errors[label] = _error(2005, f"No value provided for key field: {key.name}")
+                    continue
+                if repeated:
+                    norm = self._norm(norm_fid, value) if norm_fid is not None else str(value)
+                    if norm in repeated:
+                        if duplicates_policy == "reject":
+                            errors[label] = _error(
+                                2009, f"Contact with the external id already exists: {key.name}")
+                            continue
+                        if duplicates_policy == "first_wins":
+                            if norm in kept:
+                                continue
+                            kept.add(norm)
+                        elif last_index[norm] != i:
+                            continue
+                try:
+                    values = self._contact_values(raw, key, refs, truncate, clears)
+                except BadValue as bad:
+                    errors[label] = _error(bad.code, bad.message)
+                    continue
+                matches = self.lookup(key, value)
+                if len(matches) > 1:
+                    errors[label] = _error(
+                        2010, f"More contacts found with the external id: {key.name} - {value}")
+                elif matches:
+                    cid = matches[0]
+                    if not update or not self.visible(cid, now):
+                        # A POST create of an existing key, or an upsert racing a create that is
+                        # not visible yet: the documented "already exists" (emarsys-api.md §3.3).
+                        errors[label] = _error(2009, f"Contact with the external id already exists: "
+                                                     f"{key.name}")
+                        continue
+                    self.update(self.contacts[cid], values)
+                    ids.append(str(cid))
+                    identified.append(cid)
+                elif create and race:
+                    errors[label] = _error(2009, f"Contact with the external id already exists: {key.name}")
+                elif create:
+                    contact = self.create(values)
+                    ids.append(contact.id)
+                    identified.append(contact.id)
+                else:
+                    errors[label] = _error(2008, f"No contact found with the external id: {key.name} - {value}")
+            if target_list is not None:
+                for cid in identified:
+                    target_list.members[cid] = None
+        return ids, errors
+
+    def _list_for_contact_write(self, list_id: object) -> ContactList | None:
+        """`contact_list_id` of a contact request: must name an existing list (2020)."""
+        if list_id is None:
+            return None
+        contact_list = self.lists.get(_as_int(list_id))
+        if contact_list is None:
+            raise ApiError(400, 2020, f"Invalid contact list id: {list_id}")
+        return contact_list
 
     def upsert_batch(self, key_id: object, contacts: list[dict], create_if_not_exists: bool,
                      ) -> tuple[list[object], dict[str, dict[str, str]]]:
         """PUT /contact batch semantics (emarsys-api.md §3.3). Returns (ids, errors by key value)."""
-        key_field, key_name = self._resolve_key(key_id)
-        if key_field is None and create_if_not_exists:
-            raise ApiError(400, 2004, "Cannot use id or uid as key on contact creation")
-        ids: list[object] = []
+        return self.write_contacts(key_id, contacts, create=create_if_not_exists, update=True)
+
+    # -- contact reads ------------------------------------------------------------------------
+
+    def getdata(self, key_id: object, key_values: list, field_ids: list[int] | None,
+                ) -> tuple[list[dict] | bool, list[dict]]:
+        """POST /contact/getdata (emarsys-api.md §3.5): (result or False, errors array)."""
+        key = self.key(key_id)
+        wanted = [self.fields[fid] for fid in field_ids] if field_ids else list(self.fields.values())
+        result: list[dict] = []
+        errors: list[dict] = []
+        with self.lock:
+            now = self.clock()
+            for value in key_values:
+                cid, error = self._find_one(key, value, now)
+                if error is not None:
+                    code, message = error
+                    if code == 2008:
+                        message = f"No contact found with the external id: {key.name}"
+                    errors.append({"key": _label(value), "errorCode": str(code), "errorMsg": message})
+                    continue
+                contact = self.contacts[cid]
+                row = {str(f.id): f.render(contact.values.get(f.id)) for f in wanted}
+                row["id"] = str(contact.id)
+                row["uid"] = contact.uid
+                result.append(row)
+        # emarsys-api.md §3.5: `result` is false, not an array, when no key gave a contact.
+        return (result if result else False), errors
+
+    def checkids(self, key_id: object, external_ids: list, multiple: bool, list_id: object = None,
+                 ) -> tuple[dict[str, object], dict[str, dict[str, str]]]:
+        """POST /contact/checkids (emarsys-api.md §3.6)."""
+        key = self.key(key_id)
+        ids: dict[str, object] = {}
         errors: dict[str, dict[str, str]] = {}
         with self.lock:
-            for raw in contacts:
-                if not isinstance(raw, dict):
-                    raise ApiError(400, 1001, "One or more parameters are invalid or missing")
-                key_value = self._key_value(raw, key_field, key_name)
-                if key_value is None or key_value == "":
-                    errors[str(key_value)] = {"2005": f"No value provided for key field: {key_name}"}
+            members = self._list_for_contact_write(list_id)
+            now = self.clock()
+            for value in external_ids:
+                label = _label(value)
+                if not _is_key_value(value):
+                    errors[label] = _error(2005, f"Invalid key field value: {value!r}")
                     continue
-                values, error = self._validate_contact(raw, key_field)
-                if error:
-                    errors[str(key_value)] = error
-                    continue
-                matches = self._match(key_field, key_name, key_value)
-                if len(matches) > 1:
-                    errors[str(key_value)] = {
-                        "2010": f"More contacts found with the external id: {key_name} - {key_value}"}
-                elif matches:
-                    self.update(self.contacts[matches[0]], values)
-                    ids.append(str(matches[0]))
-                elif create_if_not_exists:
-                    ids.append(self.create(values).id)
+                matches = [cid for cid in self.lookup(key, value) if self.visible(cid, now)
+                           and (members is None or cid in members.members)]
+                if not matches:
+                    errors[label] = _error(2008, f"No contact found with the external id: {key.name}")
+                elif multiple:
+                    found = [str(cid) for cid in matches]
+                    ids[label] = found[0] if (len(found) == 1 and
+                                              self.options.multiple_ids_shape == "mixed") else found
+                elif len(matches) > 1:
+                    errors[label] = _error(
+                        2010, f"More contacts found with the external id: {key.name} - {value}")
                 else:
-                    errors[str(key_value)] = {
-                        "2008": f"No contact found with the external id: {key_name} - {key_value}"}
+                    ids[label] = str(matches[0])
         return ids, errors
 
-    def _resolve_key(self, key_id: object) -> tuple[FieldDef | None, str]:
-        if key_id in ("id", "uid"):
-            return None, str(key_id)
-        f = self.resolve_field(key_id)
-        if f is None:
-            raise ApiError(400, 2004, f"Invalid key field id: {key_id}")
-        return f, str(f.id)
+    def delete_contacts(self, key_id: object, values: list, list_id: object = None,
+                        ) -> tuple[int, dict[str, dict[str, str]]]:
+        """POST /contact/delete (emarsys-api.md §3.8). A key matching several contacts deletes none
+        of them, silently (documented)."""
+        key = self.key(key_id)
+        deleted = 0
+        errors: dict[str, dict[str, str]] = {}
+        with self.lock:
+            self._list_for_contact_write(list_id)
+            now = self.clock()
+            for value in values:
+                label = _label(value)
+                if not _is_key_value(value):
+                    errors[label] = _error(2005, f"Invalid key field value: {value!r}")
+                    continue
+                matches = [cid for cid in self.lookup(key, value) if self.visible(cid, now)]
+                if not matches:
+                    errors[label] = _error(2008, f"No contact found with the external id: {key.name} - {value}")
+                elif len(matches) == 1:
+                    self.delete_contact(matches[0])
+                    deleted += 1
+        return deleted, errors
 
-    def _key_value(self, raw: dict, key_field: FieldDef | None, key_name: str) -> object:
-        if key_field is None:
-            return raw.get(key_name)
-        for ref in (str(key_field.id), key_field.string_id):
-            if ref is not None and ref in raw:
-                return raw[ref]
-        return None
-
-    def _match(self, key_field: FieldDef | None, key_name: str, key_value: object) -> list[int]:
-        if key_field is None:
-            if key_name == "id":
-                try:
-                    cid = int(key_value)
-                except (TypeError, ValueError):
-                    return []
-                return [cid] if cid in self.contacts else []
-            return [c.id for c in self.contacts.values() if c.uid == key_value]
-        return self.find(key_field.id, key_value)
-
-    def _validate_contact(self, raw: dict, key_field: FieldDef | None,
-                          ) -> tuple[dict[int, object], dict[str, str] | None]:
-        values: dict[int, object] = {}
-        for ref, value in raw.items():
-            if ref in ("id", "uid"):
-                if key_field is None:
-                    continue  # the key itself when updating by id/uid
-                return {}, {"2007": "Cannot set id or uid on contact creation"}
+    def query(self, filter_ref: str | None, filter_value: str | None, return_refs: list[str],
+              limit: int, offset: int, exclude_empty: bool) -> list[dict]:
+        """GET /contact/query/ (emarsys-api.md §3.7). Raises 2006 / 2015 for bad fields."""
+        returned = []
+        for ref in return_refs:
             f = self.resolve_field(ref)
             if f is None:
-                return {}, {"2006": f"Invalid field id: {ref}"}
-            stored, error = self.validate_value(f, value)
-            if error:
-                return {}, {"2007": error}
-            values[f.id] = stored
-        return values, None
+                raise ApiError(400, 2006, f"Invalid field id: {ref}")
+            returned.append(f)
+        with self.lock:
+            now = self.clock()
+            if filter_ref is None:
+                candidates = sorted(self.contacts)
+            else:
+                key = self.key(filter_ref)
+                if filter_value == "":
+                    fid = key.field.id if key.field else None
+                    candidates = sorted(cid for cid, c in self.contacts.items()
+                                        if fid is not None and c.values.get(fid) is None)
+                else:
+                    candidates = sorted(self.lookup(key, filter_value))
+            rows = []
+            for cid in candidates:
+                if not self.visible(cid, now):
+                    continue
+                contact = self.contacts[cid]
+                row: dict[str, object] = {"id": str(cid)}
+                empty = False
+                for f in returned:
+                    value = f.render(contact.values.get(f.id))
+                    row[str(f.id)] = value
+                    empty = empty or value in (None, "")
+                if exclude_empty and empty:
+                    continue
+                rows.append(row)
+        return rows[offset:offset + limit]
+
+    # -- contact lists ------------------------------------------------------------------------
+
+    def list_visible(self, list_id: int, now: float) -> bool:
+        hidden = self.list_hidden_until.get(list_id)
+        if hidden is None or hidden <= now:
+            self.list_hidden_until.pop(list_id, None)
+            return True
+        return False
+
+    def _check_list_name(self, name: object, exclude: int | None = None) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(400, 3001, "List name is not set")
+        if self.options.strict_list_names and (
+                len(name) > LIST_NAME_MAX
+                or any(ch in _LIST_NAME_FORBIDDEN or ord(ch) < 32 for ch in name)):
+            raise ApiError(400, 3004, "List name contains invalid character(s)")
+        folded = name.strip().casefold()
+        for other in self.lists.values():
+            if other.id != exclude and other.name.strip().casefold() == folded:
+                raise ApiError(400, 3005, "Contact list with the requested name already exists")
+        return name
+
+    def _members_for(self, key_id: object, external_ids: object,
+                     ) -> tuple[list[int], dict[str, dict[str, str]]]:
+        """Contacts named by `external_ids` for a list operation: never creates any (emarsys-api.md
+        §5.3); unknown ones are 2008 in `errors`."""
+        if not isinstance(external_ids, list):
+            raise ApiError(400, 3003, "Invalid datatype for the list of external IDs. Array expected")
+        if len(external_ids) > MAX_LIST_IDS:
+            raise ApiError(400, 3002, "The list of external IDs exceeds the maximum size (10,000)")
+        key = self.key(3 if key_id is None else key_id)
+        now = self.clock()
+        found: list[int] = []
+        errors: dict[str, dict[str, str]] = {}
+        for value in external_ids:
+            cid, error = self._find_one(key, value, now)
+            if error is not None:
+                errors[_label(value)] = _error(*error)
+            else:
+                found.append(cid)
+        return found, errors
+
+    def create_list(self, name: object, description: object = None, key_id: object = None,
+                    external_ids: object = None) -> tuple[int, dict | None]:
+        """POST /contactlist (emarsys-api.md §5.1): (new id, errors or None when no ids were sent)."""
+        with self.lock:
+            name = self._check_list_name(name)
+            if description is not None:
+                if not isinstance(description, str) or (
+                        self.options.strict_list_names and any(ch in _LIST_NAME_FORBIDDEN or ord(ch) < 32
+                                                               for ch in description)):
+                    raise ApiError(400, 3004, "Description contains invalid character(s)")
+            found, errors = ([], None) if external_ids is None else self._members_for(key_id, external_ids)
+            contact_list = ContactList(id=self.next_list_id, name=name, description=description or "",
+                                       created=datetime.now(SERVER_ZONE).strftime("%Y-%m-%d %H:%M:%S"),
+                                       members=dict.fromkeys(found))
+            self.next_list_id += 1
+            self.lists[contact_list.id] = contact_list
+            lag = self.options.read_after_write_lag
+            if lag > 0:
+                self.list_hidden_until[contact_list.id] = self.clock() + lag
+            return contact_list.id, errors
+
+    def all_lists(self) -> list[dict]:
+        """GET /contactlist (emarsys-api.md §5.2): ids as strings."""
+        with self.lock:
+            now = self.clock()
+            return [{"id": str(cl.id), "name": cl.name, "created": cl.created, "type": 0}
+                    for cl in sorted(self.lists.values(), key=lambda cl: cl.id)
+                    if self.list_visible(cl.id, now)]
+
+    def get_list(self, list_id: int, missing: str) -> ContactList:
+        """The list, or the error the endpoint gives for an unknown one (`missing`: "3004"/"3006")."""
+        contact_list = self.lists.get(list_id)
+        if contact_list is None:
+            if missing == "3004":
+                raise ApiError(400, 3004, f"Invalid contact list id: {list_id}")
+            raise ApiError(404, 3006, "No contact list found with the specified ID")
+        return contact_list
+
+    def add_to_list(self, list_id: int, key_id: object, external_ids: object) -> tuple[int, dict]:
+        with self.lock:
+            contact_list = self.get_list(list_id, "3004")
+            found, errors = self._members_for(key_id, external_ids)
+            inserted = 0
+            for cid in found:
+                if cid not in contact_list.members:
+                    contact_list.members[cid] = None
+                    inserted += 1
+                elif self.options.count_existing_members:
+                    inserted += 1
+            return inserted, errors
+
+    def remove_from_list(self, list_id: int, key_id: object, external_ids: object) -> tuple[int, dict]:
+        with self.lock:
+            contact_list = self.get_list(list_id, "3004")
+            found, errors = self._members_for(key_id, external_ids)
+            deleted = 0
+            for cid in found:
+                if contact_list.members.pop(cid, 0) is None:
+                    deleted += 1
+            return deleted, errors
+
+    def replace_list(self, list_id: int, key_id: object, external_ids: object) -> tuple[int, dict]:
+        with self.lock:
+            contact_list = self.get_list(list_id, "3004")
+            found, errors = self._members_for(key_id, external_ids)
+            contact_list.members = dict.fromkeys(found)
+            return len(contact_list.members), errors
+
+    def rename_list(self, list_id: int, name: object) -> dict:
+        with self.lock:
+            contact_list = self.get_list(list_id, "3006")
+            contact_list.name = self._check_list_name(name, exclude=list_id)
+            return {"id": contact_list.id, "name": contact_list.name}
+
+    def delete_list(self, list_id: int) -> None:
+        with self.lock:
+            contact_list = self.get_list(list_id, "3006")
+            if contact_list.in_combined_segment:
+                raise ApiError(400, 3008, "List used in a combined segment, cannot delete")
+            del self.lists[list_id]
+            self.list_hidden_until.pop(list_id, None)
+
+    def list_member_ids(self, list_id: int, top: int, skip: int) -> tuple[list[int], bool]:
+        """One page of member ids, and whether more follow."""
+        with self.lock:
+            members = list(self.get_list(list_id, "3006").members)
+        return members[skip:skip + top], skip + top < len(members)
+
+    # -- seeding and inspection -----------------------------------------------------------------
+
+    def seed_contacts(self, items: list) -> list[int]:
+        """Preload contacts as given (duplicate key values allowed, read-only fields settable).
+        Validates every contact first; raises ValueError naming the contact and field."""
+        with self.lock:
+            prepared = []
+            for n, item in enumerate(items):
+                if not isinstance(item, dict):
+                    raise ValueError(f"contacts[{n}] must be an object keyed by field id")
+                cid, uid, values = item.get("id"), item.get("uid"), {}
+                if cid is not None and (isinstance(cid, bool) or not isinstance(cid, int) or cid <= 0):
+                    raise ValueError(f"contacts[{n}]: 'id' must be a positive integer")
+                if cid is not None and (cid in self.contacts or any(p[0] == cid for p in prepared)):
+                    raise ValueError(f"contacts[{n}]: contact id {cid} already exists")
+                if uid is not None and (not isinstance(uid, str) or uid in self.uids):
+                    raise ValueError(f"contacts[{n}]: 'uid' must be a new string")
+                for ref, value in item.items():
+                    if ref in ("id", "uid"):
+                        continue
+                    f = self.resolve_field(ref)
+                    if f is None:
+                        raise ValueError(f"contacts[{n}]: unknown field {ref!r}")
+                    if value is None or value == "":
+                        continue
+                    if f.read_only:
+                        values[f.id] = value
+                        continue
+                    try:
+                        values[f.id] = f.coerce(value, False)
+                    except BadValue as bad:
+                        raise ValueError(f"contacts[{n}]: {bad.message}") from None
+                prepared.append((cid, uid, values))
+            return [self.create(values, cid, uid, lag=False).id for cid, uid, values in prepared]
+
+    def seed_lists(self, items: list) -> list[dict]:
+        """Preload contact lists: {name, description?, key_id? (3), members? (key values),
+        contact_ids?, in_combined_segment?}. Raises ValueError naming the list."""
+        with self.lock:
+            prepared = []
+            names = set()
+            for n, item in enumerate(items):
+                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                    raise ValueError(f"lists[{n}] must be an object with a 'name'")
+                unknown = set(item) - {"name", "description", "key_id", "members", "contact_ids",
+                                       "in_combined_segment"}
+                if unknown:
+                    raise ValueError(f"lists[{n}]: unknown key(s) {', '.join(sorted(unknown))}")
+                try:
+                    self._check_list_name(item["name"])
+                except ApiError as err:
+                    raise ValueError(f"lists[{n}] {item['name']!r}: {err.reply_text}") from None
+                folded = item["name"].strip().casefold()
+                if folded in names:
+                    raise ValueError(f"lists[{n}] {item['name']!r}: the name appears twice in the seed")
+                names.add(folded)
+                ids: list[int] = []
+                for cid in item.get("contact_ids") or []:
+                    if cid not in self.contacts:
+                        raise ValueError(f"lists[{n}] {item['name']!r}: no contact with id {cid}")
+                    ids.append(cid)
+                if item.get("members"):
+                    try:
+                        key = self.key(item.get("key_id", 3))
+                    except ApiError as err:
+                        raise ValueError(f"lists[{n}]: {err.reply_text}") from None
+                    for value in item["members"]:
+                        cid, error = self._find_one(key, value, float("inf"))
+                        if error is not None:
+                            raise ValueError(f"lists[{n}] {item['name']!r}: member {value!r}: {error[1]}")
+                        ids.append(cid)
+                prepared.append((item, ids))
+            created = []
+            for item, ids in prepared:
+                contact_list = ContactList(
+                    id=self.next_list_id, name=item["name"], description=item.get("description") or "",
+                    created=datetime.now(SERVER_ZONE).strftime("%Y-%m-%d %H:%M:%S"),
+                    members=dict.fromkeys(ids), in_combined_segment=bool(item.get("in_combined_segment")))
+                self.next_list_id += 1
+                self.lists[contact_list.id] = contact_list
+                created.append({"id": contact_list.id, "name": contact_list.name})
+            return created
+
+    def contact_as_api(self, contact: Contact) -> dict:
+        out: dict[str, object] = {"id": contact.id, "uid": contact.uid}
+        for fid, value in sorted(contact.values.items()):
+            out[str(fid)] = value
+        return out
+
+    def list_as_inspection(self, contact_list: ContactList) -> dict:
+        ids = list(contact_list.members)
+        return {"id": contact_list.id, "name": contact_list.name, "description": contact_list.description,
+                "created": contact_list.created, "contact_ids": ids,
+                "emails": [self.contacts[cid].values.get(EMAIL_FIELD) if cid in self.contacts else None
+                           for cid in ids]}
 
     # -- persistence (the sandbox's --store file) --------------------------------------------------
 
@@ -265,25 +790,64 @@ class Store:
         with self.lock:
             return {
                 "next_id": self.next_id,
+                "next_list_id": self.next_list_id,
+                "fields": list(self.seeded_fields),
                 "contacts": [{"id": c.id, "uid": c.uid, "values": {str(k): v for k, v in c.values.items()}}
                              for c in self.contacts.values()],
+                "lists": [{"id": cl.id, "name": cl.name, "description": cl.description,
+                           "created": cl.created, "members": list(cl.members),
+                           "in_combined_segment": cl.in_combined_segment}
+                          for cl in self.lists.values()],
             }
 
     def load(self, data: dict) -> None:
         with self.lock:
-            self.contacts.clear()
-            for bucket in self.index.values():
-                bucket.clear()
+            self.reset()
+            missing = [spec for spec in data.get("fields", []) if spec.get("id") not in self.fields]
+            if missing:
+                self.add_custom_fields(missing)
             for item in data.get("contacts", []):
                 contact = Contact(id=int(item["id"]), uid=str(item["uid"]))
                 self.contacts[contact.id] = contact
+                self.uids[contact.uid] = contact.id
                 for fid, value in item.get("values", {}).items():
-                    self._set(contact, int(fid), value)
+                    if int(fid) in self.fields:
+                        self._set(contact, int(fid), value)
             self.next_id = max(int(data.get("next_id", FIRST_CONTACT_ID)),
                                max(self.contacts, default=FIRST_CONTACT_ID - 1) + 1)
+            for item in data.get("lists", []):
+                contact_list = ContactList(
+                    id=int(item["id"]), name=str(item["name"]), description=item.get("description", ""),
+                    created=item.get("created", ""),
+                    members=dict.fromkeys(cid for cid in item.get("members", []) if cid in self.contacts),
+                    in_combined_segment=bool(item.get("in_combined_segment", False)))
+                self.lists[contact_list.id] = contact_list
+            self.next_list_id = max(int(data.get("next_list_id", FIRST_LIST_ID)),
+                                    max(self.lists, default=FIRST_LIST_ID - 1) + 1)
 
-    def contact_as_api(self, contact: Contact) -> dict:
-        out: dict[str, object] = {"id": contact.id, "uid": contact.uid}
-        for fid, value in sorted(contact.values.items()):
-            out[str(fid)] = value
-        return out
+
+def _is_key_value(value: object) -> bool:
+    """A usable key value: a non-empty string or a number (not a boolean)."""
+    cls = value.__class__
+    if cls is str:
+        return value != ""
+    return cls is int or cls is float
+
+
+def _label(value: object) -> str:
+    """A key value as the key of an `errors` object: as sent, as text."""
+    if value is None:
+        return ""
+    return value if value.__class__ is str else str(value)
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["ApiError", "Contact", "ContactList", "Store", "StoreOptions"]
