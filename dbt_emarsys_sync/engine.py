@@ -197,14 +197,18 @@ class _InFlight:
     """Requests of one sync in flight on a thread pool. `submit` blocks while `limit` are pending;
     results are settled on the submitting thread (where the warehouse connection is)."""
 
-    def __init__(self, pool: ThreadPoolExecutor, limit: int):
-        self.pool, self.limit = pool, limit
+    def __init__(self, pool: ThreadPoolExecutor, limit: int, failures: list[Exception]):
+        self.pool, self.limit, self.failures = pool, limit, failures
         self.pending: dict[Future, tuple[_Batch, Callable]] = {}
 
-    def submit(self, fn: Callable[[], Any], batch: _Batch, on_done: Callable[[_Batch, Any], None]) -> None:
+    def submit(self, fn: Callable[[], Any], batch: _Batch, on_done: Callable[[_Batch, Any], None]) -> bool:
+        """Send when there is room; False (nothing sent) once a request has failed for good."""
         while len(self.pending) >= self.limit:
             self.settle(block=True)
+        if self.failures:
+            return False
         self.pending[self.pool.submit(_capture, fn)] = (batch, on_done)
+        return True
 
     def settle(self, block: bool = False) -> None:
         if not self.pending:
@@ -309,13 +313,18 @@ class Engine:
             return table
         job.report.list_id = found.id
         self.progress.phase(job.name, f"reading the members of list {spec.list!r}")
-        for page in client.iter_list_member_ids(found.id):
-            job.list_members += len(page)
-            for start in range(0, len(page), 1000):
-                ids = page[start:start + 1000]
-                rows, _errors = client.get_contacts("id", [str(i) for i in ids], [EMAIL_FIELD_ID])
-                emails = {int(r["id"]): r.get(str(EMAIL_FIELD_ID)) for r in rows if r.get("id") is not None}
-                self.store.add_members(table, [(i, emails.get(i)) for i in ids], job.shape.lower_key)
+        try:
+            for page in client.iter_list_member_ids(found.id):
+                job.list_members += len(page)
+                for start in range(0, len(page), 1000):
+                    ids = page[start:start + 1000]
+                    rows, _errors = client.get_contacts("id", [str(i) for i in ids], [EMAIL_FIELD_ID])
+                    emails = {int(r["id"]): r.get(str(EMAIL_FIELD_ID)) for r in rows if r.get("id") is not None}
+                    self.store.add_members(table, [(i, emails.get(i)) for i in ids], job.shape.lower_key)
+        except EmarsysError as exc:
+            self.store.drop_table(table)
+            raise EmarsysError(f"full refresh of list {spec.list!r}: its members can't be read, so nothing was "
+                            f"changed: {exc}") from None
         return table
 
     # -- dry run ------------------------------------------------------------------------------
@@ -492,17 +501,18 @@ class Engine:
             self.progress.advance(job.name, batch.rows)
 
         with ThreadPoolExecutor(self.options.in_flight, thread_name_prefix=f"send-{job.name}") as pool:
-            flight = _InFlight(pool, self.options.in_flight)
+            flight = _InFlight(pool, self.options.in_flight, failures)
             for batch in self._upsert_batches(job, mapper, lo, hi, failures):
                 if not batch.keys:
                     self.store.checkpoint(job.name, job.run_id, batch.ranges, batch.rejections)
                     self._count_rejections(job, batch.rejections)
                     self.progress.advance(job.name, batch.rows)
                     continue
+                if not flight.submit(lambda b=batch: client.upsert_contacts(mapper.key_id, b.keys, b.body, create),
+                                     batch, on_upsert):
+                    break
                 self._count_rejections(job, batch.rejections)
                 job.report.sent += len(batch.keys)
-                flight.submit(lambda b=batch: client.upsert_contacts(mapper.key_id, b.keys, b.body, create),
-                              batch, on_upsert)
                 flight.settle()
             flight.drain()
         if failures:
@@ -621,6 +631,7 @@ class Engine:
                 return
             flight.submit(lambda b=batch: self._add_members(client, list_id, key_id, b.keys), batch, on_add)
 
+
         def on_upsert(batch: _Batch, outcome: Any) -> None:
             if isinstance(outcome, Exception):
                 self._batch_failed(job, batch, outcome, failures)
@@ -638,15 +649,17 @@ class Engine:
 
         lo, hi = plan.upsert_range
         with ThreadPoolExecutor(self.options.in_flight, thread_name_prefix=f"send-{job.name}") as pool:
-            flight = _InFlight(pool, self.options.in_flight)
+            flight = _InFlight(pool, self.options.in_flight, failures)
             for batch in self._upsert_batches(job, mapper, lo, hi, failures):
-                self._count_rejections(job, batch.rejections)
                 if not batch.keys:
+                    self._count_rejections(job, batch.rejections)
                     on_upsert(batch, _empty_outcome())
                 else:
+                    if not flight.submit(lambda b=batch: client.upsert_contacts(key_id, b.keys, b.body, True),
+                                         batch, on_upsert):
+                        break
+                    self._count_rejections(job, batch.rejections)
                     job.report.sent += len(batch.keys)
-                    flight.submit(lambda b=batch: client.upsert_contacts(key_id, b.keys, b.body, True),
-                                  batch, on_upsert)
                     flight.settle()
                 submit_adds(flight, force=False)
             flight.drain()
@@ -709,8 +722,8 @@ class Engine:
             self.progress.advance(job.name, batch.rows)
 
         def submit(batch: _Batch, key_id: str) -> None:
-            job.report.sent += len(batch.keys)
-            flight.submit(lambda b=batch: client.remove_from_list(list_id, key_id, b.keys), batch, on_remove)
+            if flight.submit(lambda b=batch: client.remove_from_list(list_id, key_id, b.keys), batch, on_remove):
+                job.report.sent += len(batch.keys)
 
         # A normal run removes members by the key they were added with; a full refresh removes what the
         # list really holds, by Emarsys contact id (a plan has one kind or the other).
