@@ -72,7 +72,7 @@ def emulator(host, port, config_file, client_id, client_secret, username, secret
     """Serve the bundled local Emarsys API (a sandbox for trying and testing syncs)."""
     from ..emulator.app import Emulator
     from ..emulator.config import EmulatorConfig, load_config_file
-    from ..emulator.server import serve_forever
+    from ..emulator.server import bind_socket, load_store, serve_forever
 
     options: dict = {}
     source = "command line"
@@ -92,8 +92,14 @@ def emulator(host, port, config_file, client_id, client_secret, username, secret
             options["faults"] = list(options.get("faults") or []) + [_parse_fault(f) for f in faults]
         config = EmulatorConfig.from_mapping(options, source=source)
         emu = Emulator(config)
+        load_store(emu, store_file)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
+    try:
+        sock = bind_socket(host, port)
+    except OSError as err:
+        raise click.UsageError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    port = sock.getsockname()[1]   # --port 0 picks a free port: say which
 
     url = f"http://{host}:{port}"
     console.print(f"Emarsys emulator on {url} (API v3 with OAuth, API v2 with WSSE)")
@@ -110,4 +116,4 @@ def emulator(host, port, config_file, client_id, client_secret, username, secret
         console.print(f"Further API users (from the config): {', '.join(others)}")
     limit = f"{config.rate_limit} requests/minute per API user" if config.rate_limit else "off"
     console.print(f"Rate limit: {limit}. Control API: {url}/_emulator/. Ctrl-C stops it.")
-    serve_forever(emu, host, port, store_file=store_file)
+    serve_forever(emu, host, port, store_file=store_file, sock=sock, store_loaded=True)

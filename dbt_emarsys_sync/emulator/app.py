@@ -85,7 +85,9 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None):
         self.config = config or EmulatorConfig()
         self.settings: Settings = self.config.settings()
-        self.store = Store(self.settings, self.config.custom_fields)
+        # One clock for everything time-based (token expiry, WSSE, rate limits, read-after-write
+        # lag): moving it with clock_skew lets a test jump ahead instead of sleeping.
+        self.store = Store(self.settings, self.config.custom_fields, clock=self.server_time)
         self.users: dict[str, ApiUser] = {}
         self.auth = Authenticator(self.users, self.settings, clock=self.server_time)
         self.limiter = RateLimiter(self._limit_for, lambda: self.settings.rate_limit_window,
@@ -269,7 +271,7 @@ class Emulator:
         fault = self.faults.take(request.method, request.url.path)
         if fault is not None:
             ctx.fault = fault.type
-            early = await self._fault_before(fault, ctx, user, headers)
+            early = await self._fault_before(fault, request, ctx, user, headers)
             if early is not None:
                 return early
         if not methods:
@@ -300,7 +302,7 @@ class Emulator:
             add_headers(response, headers)
         return response
 
-    async def _fault_before(self, fault: Fault, ctx: RequestContext, user: ApiUser,
+    async def _fault_before(self, fault: Fault, request: Request, ctx: RequestContext, user: ApiUser,
                             headers: dict[str, str]) -> Response | None:
         """Faults that act before the request is processed; a response ends the request."""
         if fault.type == "status":
@@ -312,6 +314,9 @@ class Emulator:
             ctx.drop()
             return Response(b"", status_code=500)
         if fault.type == "hang":
+            # The request has arrived whole: read it now, so the write still happens after the hang
+            # even though the client has given up and closed the connection meanwhile.
+            await request.body()
             await self._sleep(fault.seconds or 0)
         return None
 
@@ -343,6 +348,7 @@ class Emulator:
                 ctx.drop()
                 return Response(b"", status_code=500)
             if fault.type == "hang":
+                await request.body()
                 await self._sleep(fault.seconds or 0)
         body = (await request.body()).decode("utf-8", "replace")
         form = {k: v[0] for k, v in parse_qs(body).items()}

@@ -89,7 +89,7 @@ class EmulatorConfig(Settings):
             raise ValueError(f"{source}: unknown option(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
         try:
-            return cls(**data, **nested)
+            return cls(**{**nested, **data})   # a top-level value (e.g. a CLI flag) wins
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: {err}") from None
 

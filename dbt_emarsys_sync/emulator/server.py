@@ -36,14 +36,28 @@ def _uvicorn_config(emulator: Emulator, log_level: str) -> uvicorn.Config:
                           timeout_graceful_shutdown=2)
 
 
-def serve_forever(emulator: Emulator, host: str, port: int, log_level: str = "warning",
-                  store_file: str | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. With `store_file`, contacts, contact lists and seeded fields are
-    loaded from it at start and written back at shutdown, so the sandbox remembers earlier syncs."""
+def load_store(emulator: Emulator, store_file: str | None) -> None:
+    """Load the sandbox's --store file, if there is one. Raises ValueError naming the file."""
     path = Path(store_file) if store_file else None
-    if path is not None and path.exists():
+    if path is None or not path.exists():
+        return
+    try:
         emulator.store.load(json.loads(path.read_text()))
-    sock = bind_socket(host, port)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a store file of the emulator ({err})") from None
+
+
+def serve_forever(emulator: Emulator, host: str, port: int, log_level: str = "warning",
+                  store_file: str | None = None, sock: socket.socket | None = None,
+                  store_loaded: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM. With `store_file`, contacts, contact lists and seeded fields are
+    loaded from it at start and written back at shutdown, so the sandbox remembers earlier syncs.
+    `sock`: an already bound socket (`bind_socket`), to know the port before serving;
+    `store_loaded`: the caller already loaded `store_file` (to report a bad file before binding)."""
+    path = Path(store_file) if store_file else None
+    if not store_loaded:
+        load_store(emulator, store_file)
+    sock = sock or bind_socket(host, port)
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the store
     # below is still written.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -116,7 +116,8 @@ class ConnectionLayer:
             entry: dict[str, Any] = {
                 "method": scope["method"], "path": scope["path"],
                 "query": scope.get("query_string", b"").decode("latin-1"),
-                "status": None if ctx.dropped else status, "bytes": received, "user": ctx.user,
+                "status": None if ctx.dropped else status, "bytes": max(received, _content_length(scope)),
+                "user": ctx.user,
                 "time": started,
             }
             if ctx.keys is not None:
@@ -133,6 +134,14 @@ class ConnectionLayer:
                 if getattr(cycle, "disconnected", True):
                     break
                 await asyncio.sleep(0)
+
+
+def _content_length(scope) -> int:
+    """The declared body size (a dropped request's body is never read)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def _read_timeout(request: httpx.Request) -> float | None:
