@@ -3,7 +3,9 @@
 #
 #   ./dev.sh demo          build the sample dbt project (DuckDB), start the bundled Emarsys API,
 #                          sync the sample's contacts to it and print the summary
-#   ./dev.sh test [ARGS]   install the test dependencies and run the whole test suite (pytest ARGS)
+#   ./dev.sh test [ARGS]   install the test dependencies and run the whole test suite (pytest ARGS);
+#                          without ARGS the dbt-facing tests run again on dbt-core 1.10 (the lowest
+#                          supported; SKIP_LOWEST_DBT=1 skips that)
 #   ./dev.sh setup         only create .venv and install the project into it
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -85,11 +87,36 @@ tests() {
     fi
   fi
   "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
+  # The whole suite (no ARGS, as CI runs it) also proves the lowest dbt-core the project supports: the
+  # dbt-facing tests (marker `dbt`) again in a second venv with dbt-core 1.10 (.venv above has the newest).
+  if [ "$#" -eq 0 ] && [ "${SKIP_LOWEST_DBT:-}" != 1 ]; then
+    lowest_dbt_tests
+  fi
+}
+
+LOWEST_DBT=1.10
+lowest_dbt_tests() {
+  local venv="$VENV/lowest-dbt"   # inside .venv: ignored by git, removed with it
+  local stamp="$venv/.installed-$(cksum < pyproject.toml | cut -d' ' -f1)-$LOWEST_DBT"
+  if [ ! -f "$stamp" ]; then
+    echo "== installing dbt-core $LOWEST_DBT into .venv/lowest-dbt (log: .venv/lowest-dbt.log)"
+    rm -rf "$venv"
+    if ! { "$VENV/bin/python" -m venv "$venv" &&
+           "$venv/bin/python" -m pip install --disable-pip-version-check -e ".[test]" \
+             "dbt-core==$LOWEST_DBT.*" "dbt-duckdb==$LOWEST_DBT.*"; } > "$VENV/lowest-dbt.log" 2>&1; then
+      tail -30 "$VENV/lowest-dbt.log" >&2
+      echo "installation of dbt-core $LOWEST_DBT failed; the whole log is in .venv/lowest-dbt.log" >&2
+      exit 1
+    fi
+    touch "$stamp"
+  fi
+  echo "== dbt-facing tests on dbt-core $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("dbt-core"))')"
+  "$venv/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" -m dbt -p no:cacheprovider
 }
 
 case "${1:-}" in
   demo) demo ;;
   test) shift; tests "$@" ;;
   setup) setup test ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

@@ -272,17 +272,17 @@ def parse_project_settings(raw: Any, source: Source) -> tuple[ProjectDefaults, l
     """Validate the project var `emarsys` (defaults are checked key by key against SyncSpec)."""
     if raw is None:
         return ProjectDefaults(source=source), []
-    problems = [_problem_at(source, "project", key, msg) for key, msg in _secret_keys(raw, source.prefix)]
+    problems = [_problem_at(source, "", key, msg) for key, msg in _secret_keys(raw, source.prefix)]
     if problems:
         return ProjectDefaults(source=source), problems
     try:
         settings = ProjectSettings.model_validate(raw)
     except ValidationError as exc:
         return ProjectDefaults(source=source), [
-            _problem_at(source, "project", *_describe(err, ProjectSettings, source.prefix))
+            _problem_at(source, "", *_describe(err, ProjectSettings, source.prefix))
             for err in exc.errors()]
     project = ProjectDefaults(settings, source)
-    return project, _defaults_problems(settings.defaults, project.defaults_source, "project")
+    return project, _defaults_problems(settings.defaults, project.defaults_source, "")
 
 
 def parse_model_meta(model: ModelRef, emarsys_meta: Any, *, source: Source | None = None,
@@ -554,6 +554,8 @@ def _located(loc: list, message: str | None, raw: dict, layers: list, source: So
         key, message = _describe(err, SyncSpec, origin_prefix)
     else:
         key = key_path(loc, origin_prefix)
+    if origin_prefix.startswith("vars."):
+        where = ""     # a project-wide default: not one model's problem
     return _problem_at(origin, where, key, message or "")
 
 

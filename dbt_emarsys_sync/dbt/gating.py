@@ -89,6 +89,10 @@ def gate(project: Any, models: Iterable[Any], *, ignore_build_results: bool = Fa
             f"{path} not found: run `dbt build` before syncing (a model syncs only when its last build "
             "succeeded and its tests passed), or pass --ignore-build-results")
     results = BuildResults.from_json(data, str(path))
+    if project.artifacts_dir:
+        # The build's own manifest names the relations it built, whatever the local target is called
+        # (a dbt Cloud job's target name needn't match the profile the sync reads with).
+        return decide(results, project.child_map(), models)
     return decide(results, project.child_map(), models, expected_target=project.target_name,
                   default_target=project.default_target_name())
 

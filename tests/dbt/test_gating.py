@@ -63,6 +63,15 @@ def test_a_copy_of_the_build_artifacts_still_decides_after_a_later_command(gatin
     assert sorted(decision.allowed) == ["model.gating.good", "model.gating.stg_people", "model.gating.warned"]
 
 
+def test_artifacts_of_a_build_elsewhere_decide_whatever_that_target_was_called(gating, tmp_path):
+    dbt(["build", "--target", "prod", "--select", "+good"], gating)
+    saved = tmp_path / "cloud_run"
+    shutil.copytree(gating / "target", saved)
+    project = load(gating, artifacts_dir=str(saved))          # the local profile's default target: dev
+    assert gate(project, models(project).values()).allows("model.gating.good")
+    assert models(project)["model.gating.good"].relation_name == '"gating"."prod"."good"'
+
+
 def test_without_run_results_nothing_syncs(gating):
     (gating / "target" / "run_results.json").unlink()
     project = load(gating)
