@@ -253,6 +253,13 @@ def _retry_hook(exc: Exception) -> bool | float:
 
 
 _DEFAULT = object()
+# 2009 "Contact with the external id already exists" on an upsert: the documented race (§3.3).
+RACE_REPLY_CODE = 2009
+RACE_RETRIES = 2
+
+
+class _StillRacing(Exception):
+    pass
 
 
 class EmarsysClient:
@@ -388,6 +395,10 @@ class EmarsysClient:
         `keys` are the key values in the body, as sent; each ends acknowledged or rejected. A request
         that fails as a whole raises: TransientError (after retries; `exc.keys` are this request's
         keys, failed-retryable) or RequestRejected/AuthError/PermissionDenied (nothing written).
+
+        With `create`, keys refused with 2009 "already exists" met Emarsys's documented race between
+        near-simultaneous writes of one key (§3.3: retry): those contacts are sent again, alone, up to
+        twice with a short backoff, before they count as rejected.
         """
         cap = max_body_bytes("PUT")
         if len(body) > cap:
@@ -395,20 +406,52 @@ class EmarsysClient:
                              "cap for PUT; build batches with batching.ContactBatcher")
         with self._holding(key_id, keys):
             try:
-                env = self.request("PUT", "/contact/", body=body,
-                                   params={"create_if_not_exists": "1" if create else "0"})
+                outcome = self._put_contacts(keys, body, create)
             except TransientError as exc:
                 raise TransientError(str(exc), keys) from None
-            except RequestRejected as exc:
-                return _every_key_failed(keys, exc)
+            if create:
+                self._retry_create_races(key_id, body, outcome)
+        return outcome
+
+    def _put_contacts(self, keys: list[str], body: bytes, create: bool) -> BatchOutcome:
+        try:
+            env = self.request("PUT", "/contact/", body=body,
+                               params={"create_if_not_exists": "1" if create else "0"})
+        except RequestRejected as exc:
+            return _every_key_failed(keys, exc)
         data = env.data if isinstance(env.data, dict) else {}
         ids = data.get("ids") if isinstance(data.get("ids"), list) else []
         outcome = _per_key_outcome(keys, data.get("errors"))
         outcome.created = sum(1 for i in ids if isinstance(i, int) and not isinstance(i, bool))
         outcome.updated = sum(1 for i in ids if isinstance(i, str))
-        if ids and len(ids) != len(outcome.acknowledged):
-            log.debug("PUT /contact/: %d ids for %d acknowledged keys", len(ids), len(outcome.acknowledged))
         return outcome
+
+    def _retry_create_races(self, key_id: int | str, body: bytes, outcome: BatchOutcome) -> None:
+        raced = [k for k, (code, _) in outcome.rejected.items() if code == RACE_REPLY_CODE]
+        if not raced:
+            return
+        payload = orjson.loads(body)
+        field_key = str(payload.get("key_id", key_id))
+        by_key = {str(c.get(field_key)): c for c in payload.get("contacts", []) if isinstance(c, dict)}
+        try:
+            for attempt in stamina.retry_context(on=_StillRacing, attempts=RACE_RETRIES + 1, timeout=None,
+                                                 wait_initial=1.0, wait_max=4.0, wait_jitter=0.5):
+                with attempt:
+                    log.info("%d contact(s) met Emarsys's 'already exists' race (2009); sending them again "
+                             "(try %d of %d)", len(raced), attempt.num, RACE_RETRIES)
+                    contacts = [by_key[k] for k in raced if k in by_key]
+                    retry = self._put_contacts(raced, encode_contacts(field_key, contacts), create=True)
+                    for key in retry.acknowledged:
+                        outcome.rejected.pop(key, None)
+                        outcome.acknowledged.append(key)
+                    outcome.created += retry.created
+                    outcome.updated += retry.updated
+                    outcome.rejected.update(retry.rejected)
+                    raced = [k for k, (code, _) in retry.rejected.items() if code == RACE_REPLY_CODE]
+                    if raced:
+                        raise _StillRacing()
+        except (_StillRacing, TransientError):
+            pass   # they stay rejected with the race's 2009, to be sent again by the next run
 
     def _holding(self, key_id: int | str, keys: list[str]):
         if len(set(keys)) != len(keys):

@@ -9,9 +9,12 @@ import httpx
 import orjson
 import pytest
 import stamina
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbt_emarsys_sync.emarsys import (EmarsysClient, EmarsysSettings, RateLimiter, RequestRejected,
                                       TransientError, encode_contacts)
+from dbt_emarsys_sync.emarsys.client import _per_key_outcome
 from dbt_emarsys_sync.emarsys.wire import key_errors
 
 KEYS = ["a@x.com", "b@x.com", "c@x.com"]
@@ -120,3 +123,27 @@ def test_a_request_failing_as_a_whole_marks_its_keys_failed_retryable():
 def test_a_key_twice_in_one_request_is_refused():
     with client_for(fake_emarsys({})) as client, pytest.raises(ValueError, match="twice"):
         client.upsert_contacts(3, ["a", "b", "a"], b"{}", create=True)
+
+
+key_lists = st.lists(st.one_of(st.from_regex(r"[a-z0-9.]{1,10}@[a-z]{1,8}\.com", fullmatch=True),
+                               st.integers(0, 10 ** 12).map(str)), unique=True, max_size=15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(keys=key_lists, data=st.data())
+def test_every_key_ends_acknowledged_or_rejected_exactly_once(keys, data):
+    failed = data.draw(st.lists(st.sampled_from(keys), unique=True) if keys else st.just([]))
+    shape = data.draw(st.sampled_from(["object", "array", "plain"]))
+    if shape == "object":
+        errors: object = {k: {"2008": "No contact found"} for k in failed}
+    elif shape == "array":
+        errors = [{"key": int(k) if k.isdigit() else k, "errorCode": "2010", "errorMsg": "More contacts"}
+                  for k in failed]
+    else:
+        errors = {k: "message" for k in failed}
+    if not failed:
+        errors = data.draw(st.sampled_from([{}, [], None]))
+    outcome = _per_key_outcome(keys, errors)
+    assert set(outcome.acknowledged) | set(outcome.rejected) == set(keys)
+    assert not set(outcome.acknowledged) & set(outcome.rejected)
+    assert set(outcome.rejected) == set(failed) and not outcome.unmatched_errors
