@@ -12,17 +12,6 @@ from dbt_emarsys_sync.emarsys.batching import MAX_LIST_IDS
 EMAIL = 3
 
 
-def _emulator_serves_contact_lists() -> bool:
-    from tests.unit.emarsys.support import in_process_emulator
-    with in_process_emulator() as emu, emu.control() as http:
-        return http.get("/api/v2/contactlist").status_code != 404
-
-
-# Temporary, until the emulator's contact-list endpoints land (they are built in parallel); remove then.
-pytestmark = pytest.mark.skipif(not _emulator_serves_contact_lists(),
-                                reason="the emulator serves no contact-list endpoints yet")
-
-
 def seed(client, emails: list[str], first_name: str = "Ada") -> None:
     body = encode_contacts(EMAIL, [{"3": e, "1": first_name} for e in emails])
     outcome = client.upsert_contacts(EMAIL, emails, body, create=True)
@@ -32,7 +21,7 @@ def seed(client, emails: list[str], first_name: str = "Ada") -> None:
 @pytest.fixture(params=["oauth", "wsse"])
 def client(request, emu):
     if request.param == "oauth":
-        emu.settings(v3_contact_ids=True)   # see test_members_on_v3_without_contact_ids
+        emu.settings(v3_contact_ids=True)   # see test_members_on_v3_without_contact_ids_is_a_clear_error
     with emu.client(request.param) as client:
         yield client
 
