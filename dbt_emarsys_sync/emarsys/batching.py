@@ -115,7 +115,7 @@ class InFlightKeys:
 
     @contextmanager
     def hold(self, key_id: int | str, keys: Iterable[str]) -> Iterator[None]:
-        wanted = set(keys)
+        wanted = keys if isinstance(keys, (set, frozenset)) else set(keys)
         with self._cond:
             held = self._held.setdefault(str(key_id), set())
             if not held.isdisjoint(wanted):

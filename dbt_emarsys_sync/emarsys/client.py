@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import nullcontext
+from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -422,8 +423,9 @@ class EmarsysClient:
         data = env.data if isinstance(env.data, dict) else {}
         ids = data.get("ids") if isinstance(data.get("ids"), list) else []
         outcome = _per_key_outcome(keys, data.get("errors"))
-        outcome.created = sum(1 for i in ids if isinstance(i, int) and not isinstance(i, bool))
-        outcome.updated = sum(1 for i in ids if isinstance(i, str))
+        # Strings for updated contacts, integers for created ones (counted in C: once per batch).
+        outcome.updated = sum(map(isinstance, ids, repeat(str)))
+        outcome.created = sum(map(isinstance, ids, repeat(int))) - sum(map(isinstance, ids, repeat(bool)))
         return outcome
 
     def _retry_create_races(self, key_id: int | str, body: bytes, outcome: BatchOutcome) -> None:
@@ -454,13 +456,14 @@ class EmarsysClient:
             pass   # they stay rejected with the race's 2009, to be sent again by the next run
 
     def _holding(self, key_id: int | str, keys: list[str]):
-        if len(set(keys)) != len(keys):
+        unique = set(keys)
+        if len(unique) != len(keys):
             counts = Counter(keys)
             twice = next(k for k in keys if counts[k] > 1)
             raise ValueError(f"the key {twice!r} appears twice in one request")
         if self.key_guard is None:
             return nullcontext()
-        return self.key_guard.hold(key_id, keys)
+        return self.key_guard.hold(key_id, unique)
 
     # -- contact lists ------------------------------------------------------------------------
 
