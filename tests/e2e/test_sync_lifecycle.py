@@ -1,0 +1,241 @@
+"""A sync's life on the sample dbt project, through the CLI as a user runs it: the first run creates
+everything, the second sends nothing, an edited seed sends exactly that contact, a customer leaving the
+VIP audience leaves the list, an empty audience is refused, and a run killed with SIGKILL at any point
+converges on the next run to exactly the model's state."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from tests.conftest import BIN, emulator_env, run_cli, run_dbt
+
+pytestmark = pytest.mark.e2e
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+SEED = Path("seeds") / "raw_customers.csv"
+
+
+def results(project: Path) -> dict[str, dict]:
+    artifact = json.loads((project / "target" / "emarsys_sync_results.json").read_text())
+    return {r["name"]: r for r in artifact["results"]}
+
+
+def model_keys(project: Path, model: str) -> set[str]:
+    con = duckdb.connect(str(project / "target" / "sample_shop.duckdb"), read_only=True)
+    try:
+        emails = [r[0] for r in con.execute(f"select email from main.{model}").fetchall()]
+    finally:
+        con.close()
+    keys = [e.strip().lower() for e in emails if e is not None]
+    return {k for k in keys if EMAIL.match(k) and keys.count(k) == 1}
+
+
+def emulator_contacts(emu) -> dict[str, dict]:
+    return {c["3"]: c for c in httpx.get(f"{emu.url}/_emulator/contacts").json()}
+
+
+def vip_members(emu) -> set[str]:
+    for item in httpx.get(f"{emu.url}/_emulator/lists").json():
+        if item["name"] == "VIP customers":
+            return set(item["emails"])
+    return set()
+
+
+def edit_seed(project: Path, edit) -> None:
+    """Rewrite the seed with `edit(rows)` applied, then rebuild the project."""
+    path = project / SEED
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    edit(rows)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    run_dbt(["build"], cwd=project)
+
+
+def vip_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if float(r["lifetime_value"]) >= 20000 and r["marketing_opt_in"] == "true"
+            and EMAIL.match(r["email"].strip().lower())]
+
+
+def test_change_detection_through_the_cli(sample_project, emulator):
+    env = emulator_env(emulator)
+    first = run_cli(["run"], cwd=sample_project, env=env)
+    assert first.returncode == 1, first.output            # the sample's invalid emails are rejected
+    contacts_keys = model_keys(sample_project, "emarsys_contacts")
+    vip_keys = model_keys(sample_project, "vip_customers")
+    report = results(sample_project)
+    # Both syncs run at once (the profile's 4 threads); the VIPs are contacts too, created by either.
+    assert report["shop_contacts"]["acknowledged"] == len(contacts_keys) == len(emulator_contacts(emulator))
+    assert report["vip_list"]["added"] == len(vip_keys) and vip_members(emulator) == vip_keys
+
+    second = run_cli(["run"], cwd=sample_project, env=env)
+    assert second.returncode == 1, second.output
+    for name, result in results(sample_project).items():
+        assert (result["sent"], result["api_requests"]) == (0, 0), name
+    assert results(sample_project)["shop_contacts"]["unchanged"] == len(contacts_keys)
+
+    # One customer's first name changes: that contact, and nothing else, is sent.
+    changed: dict = {}
+
+    def rename(rows):
+        row = next(r for r in rows if EMAIL.match(r["email"].strip().lower()) and r not in vip_rows(rows))
+        row["first_name"] = "Renamed"
+        changed["email"] = row["email"].strip().lower()
+
+    edit_seed(sample_project, rename)
+    third = run_cli(["run"], cwd=sample_project, env=env)
+    assert third.returncode == 1, third.output
+    report = results(sample_project)
+    assert (report["shop_contacts"]["sent"], report["shop_contacts"]["updated"]) == (1, 1)
+    assert report["vip_list"]["sent"] == 0
+    assert emulator_contacts(emulator)[changed["email"]]["1"] == "Renamed"
+
+    # A VIP customer's value drops under the threshold: that member, and nothing else, leaves the list.
+    def demote(rows):
+        row = vip_rows(rows)[0]
+        row["lifetime_value"] = "100.00"
+        changed["demoted"] = row["email"].strip().lower()
+
+    edit_seed(sample_project, demote)
+    fourth = run_cli(["run"], cwd=sample_project, env=env)
+    assert fourth.returncode == 1, fourth.output
+    report = results(sample_project)
+    assert (report["vip_list"]["removed"], report["vip_list"]["added"]) == (1, 0)
+    assert report["shop_contacts"]["sent"] == 1           # the same customer's lifetime value changed
+    assert vip_members(emulator) == vip_keys - {changed["demoted"]}
+    assert changed["demoted"] in emulator_contacts(emulator)    # out of the list, not deleted
+
+
+def test_an_empty_audience_is_refused_with_the_numbers(sample_project, emulator):
+    env = emulator_env(emulator)
+    assert run_cli(["run"], cwd=sample_project, env=env).returncode == 1
+    members = vip_members(emulator)
+    model = sample_project / "models" / "marts" / "vip_customers.sql"
+    model.write_text(model.read_text() + "  and false\n")
+    run_dbt(["build"], cwd=sample_project)
+    refused = run_cli(["run"], cwd=sample_project, env=env)
+    assert refused.returncode == 3, refused.output
+    vip = results(sample_project)["vip_list"]
+    assert vip["status"] == "failed"
+    assert f"would remove all {len(members)} members" in vip["message"]
+    assert "--allow-mass-removal" in refused.stdout
+    assert results(sample_project)["shop_contacts"]["status"] == "rejected_rows"   # the other sync ran
+    assert vip_members(emulator) == members
+
+    plan = run_cli(["plan", "--output", "json"], cwd=sample_project, env=env)
+    assert plan.returncode == 3, plan.output
+    planned = {r["name"]: r for r in json.loads(plan.stdout)["results"]}
+    assert planned["vip_list"]["planned_removals"] == len(members)
+    assert "would refuse" in planned["vip_list"]["message"]
+
+
+def test_plan_shows_what_run_would_do_and_writes_nothing(sample_project, emulator):
+    env = emulator_env(emulator)
+    plan = run_cli(["plan", "--output", "json", "--samples", "2"], cwd=sample_project, env=env)
+    assert plan.returncode == 1, plan.output              # rows would be rejected
+    planned = {r["name"]: r for r in json.loads(plan.stdout)["results"]}
+    keys = model_keys(sample_project, "emarsys_contacts")
+    assert planned["shop_contacts"]["planned_new"] == len(keys)
+    assert planned["shop_contacts"]["would_create"] == len(keys)
+    assert len(planned["shop_contacts"]["samples"]["new"]) == 2
+    assert planned["shop_contacts"]["rejected"] > 0
+    assert emulator_contacts(emulator) == {}
+    writes = [r for r in httpx.get(f"{emulator.url}/_emulator/requests").json() if r["method"] in ("PUT",)
+              or r["path"].endswith(("/add", "/delete")) or r["path"].rstrip("/").endswith("/contactlist")
+              and r["method"] == "POST"]
+    assert writes == []
+    state = run_cli(["state", "show", "--output", "json"], cwd=sample_project, env=env)
+    assert state.returncode == 0 and json.loads(state.stdout)["exists"] is False
+
+    text = run_cli(["run", "--dry-run"], cwd=sample_project, env=env)
+    assert "dry run: nothing was sent" in text.stdout
+
+
+def test_state_show_and_reset(sample_project, emulator):
+    env = emulator_env(emulator)
+    run_cli(["run"], cwd=sample_project, env=env)
+    shown = run_cli(["state", "show", "--output", "json"], cwd=sample_project, env=env)
+    assert shown.returncode == 0, shown.output
+    syncs = {s["sync"]: s for s in json.loads(shown.stdout)["syncs"]}
+    assert syncs["shop_contacts"]["snapshot_rows"] == len(model_keys(sample_project, "emarsys_contacts"))
+    assert syncs["shop_contacts"]["rejected_rows"] > 0 and syncs["shop_contacts"]["lock"] is None
+    assert syncs["shop_contacts"]["recent_runs"][0]["status"] == "rejected_rows"
+
+    reset = run_cli(["state", "reset", "--sync", "shop_contacts", "--yes"], cwd=sample_project, env=env)
+    assert reset.returncode == 0 and "shop_contacts: forgot" in reset.stdout
+    again = run_cli(["run", "--select", "emarsys_contacts"], cwd=sample_project, env=env)
+    report = results(sample_project)["shop_contacts"]
+    assert (report["sent"], report["created"]) == (len(model_keys(sample_project, "emarsys_contacts")), 0)
+    assert again.returncode == 1
+
+
+# -- crashes --------------------------------------------------------------------------------------
+
+
+def _upserts_seen(emu) -> int:
+    return sum(1 for r in httpx.get(f"{emu.url}/_emulator/requests").json()
+               if r["method"] == "PUT" and "/contact" in r["path"])
+
+
+@pytest.mark.parametrize("kill_after", [2, 9, 23, 66])
+def test_a_run_killed_mid_way_converges_on_the_next_run(sample_project, emulator, kill_after):
+    """Batches of 40, answered slowly, one sync at a time (shop_contacts' 62 upserts, then vip_list's):
+    SIGKILL after `kill_after` upserts reached the emulator, then run again."""
+    batch, in_flight = 40, 4
+    env = {**emulator_env(emulator), "EMARSYS_RATE_LIMIT": "0"}
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"faults": [
+        {"type": "slow", "seconds": 0.15, "count": 100000, "path": "/contact", "method": "PUT"}]})
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("EMARSYS_", "DBT_"))}
+    proc = subprocess.Popen([str(BIN / "dbt-emarsys-sync"), "run", "--batch-size", str(batch), "--threads", "1"],
+                            cwd=sample_project, env={**full_env, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while _upserts_seen(emulator) < kill_after:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.02)   # polling the emulator's request log, not waiting for time to pass
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    httpx.delete(f"{emulator.url}/_emulator/faults")
+
+    rerun = run_cli(["run"], cwd=sample_project, env=env)
+    assert rerun.returncode == 1, rerun.output
+    report = results(sample_project)
+    contacts_keys = model_keys(sample_project, "emarsys_contacts")
+    vip_keys = model_keys(sample_project, "vip_customers")
+    # Exactly the model's state: every valid contact once, the list holding exactly the audience.
+    stored = httpx.get(f"{emulator.url}/_emulator/contacts").json()
+    assert sorted(c["3"] for c in stored) == sorted(contacts_keys | vip_keys)
+    assert vip_members(emulator) == vip_keys
+    # What the killed run had acknowledged is kept and not sent again; what it sent but hadn't
+    # recorded is at most the requests in flight plus one answered but not yet checkpointed.
+    shop, vip = report["shop_contacts"], report["vip_list"]
+    shop_batches = -(-len(contacts_keys) // batch)
+    if kill_after <= shop_batches:
+        assert shop["recovered"] + shop["sent"] == len(contacts_keys)
+        assert shop["recovered"] >= (kill_after - in_flight - 1) * batch - len(contacts_keys) % batch
+    else:
+        # Killed while the list was being mirrored: the contacts sync had finished; the list's rows
+        # are checkpointed when their membership is acknowledged (one add request per 10,000 keys).
+        assert (shop["recovered"], shop["sent"]) == (0, 0)
+        assert vip["recovered"] + vip["sent"] == len(vip_keys)
+
+    third = run_cli(["run"], cwd=sample_project, env=env)
+    assert all(r["sent"] == 0 for r in results(sample_project).values()), third.output
