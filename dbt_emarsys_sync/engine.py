@@ -254,7 +254,6 @@ class Engine:
         t0 = time.monotonic()
         with self.warehouse.connection(f"emarsys-{job.name}"):
             try:
-                self.progress.phase(job.name, "waiting for the sync's lock")
                 store.acquire_lock(job.name, job.run_id, self.options.lock_timeout, self.options.stale_lock_after)
                 job.locked = True
                 store.record_run_start(job.run_id, job.name, job.sync.model.name, job.sync.spec.object,

@@ -85,8 +85,10 @@ class SyncReport:
             counts = Counter(self.rejected_by_code)
             counts[str(code)] += count
             self.rejected_by_code = dict(counts)
-            if len(self.rejected_samples) < MAX_SAMPLES:
-                self.rejected_samples.append({"key": key, "code": str(code), "reason": reason})
+            sample = {"key": key, "code": str(code), "reason": reason}
+            # Distinct examples: a key rejected on many rows is shown once.
+            if len(self.rejected_samples) < MAX_SAMPLES and sample not in self.rejected_samples:
+                self.rejected_samples.append(sample)
 
     @property
     def planned_sends(self) -> int:
