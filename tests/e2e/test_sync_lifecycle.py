@@ -239,3 +239,27 @@ def test_a_run_killed_mid_way_converges_on_the_next_run(sample_project, emulator
 
     third = run_cli(["run"], cwd=sample_project, env=env)
     assert all(r["sent"] == 0 for r in results(sample_project).values()), third.output
+
+
+def test_a_second_run_waits_for_the_first_or_fails_clearly(sample_project, emulator):
+    env = {**emulator_env(emulator), "EMARSYS_RATE_LIMIT": "0"}
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"faults": [
+        {"type": "slow", "seconds": 1.0, "count": 100000, "path": "/contact", "method": "PUT"}]})
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("EMARSYS_", "DBT_"))}
+    first = subprocess.Popen([str(BIN / "dbt-emarsys-sync"), "run", "--batch-size", "40"], cwd=sample_project,
+                             env={**full_env, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while _upserts_seen(emulator) < 3:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)   # polling the emulator's request log
+        impatient = run_cli(["run", "--lock-timeout", "1"], cwd=sample_project, env=env)
+        assert impatient.returncode == 3, impatient.output
+        assert "in use by another process" in impatient.stderr and "--lock-timeout 1" in impatient.stderr
+        patient = run_cli(["run", "--lock-timeout", "300"], cwd=sample_project, env=env)
+    finally:
+        first.wait(300)
+    assert first.returncode == 1
+    # The patient run started after the first had finished: nothing was left to send.
+    assert patient.returncode == 1, patient.output
+    assert all(r["sent"] == 0 for r in results(sample_project).values())
