@@ -253,6 +253,18 @@ def _retry_hook(exc: Exception) -> bool | float:
     return wait
 
 
+class _OwnRetriesFilter(logging.Filter):
+    """Our retries are logged at info with their reason and wait (`_retry_hook`). stamina's own
+    "stamina.retry_scheduled" warning for them would repeat that, without the reason, at the default
+    log level; other code's stamina retries are left alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        caused_by = str(getattr(record, "stamina.caused_by", ""))
+        return not caused_by.startswith(("_Retry(", "_StillRacing("))
+
+
+logging.getLogger("stamina").addFilter(_OwnRetriesFilter())
+
 _DEFAULT = object()
 # 2009 "Contact with the external id already exists" on an upsert: the documented race (§3.3).
 RACE_REPLY_CODE = 2009

@@ -38,12 +38,11 @@ class EmarsysSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "EmarsysSettings":
         env = os.environ if env is None else env
-        api_url = env.get("EMARSYS_API_URL") or DEFAULT_API_URL
         common = dict(
-            api_url=api_url,
-            auth_url=env.get("EMARSYS_AUTH_URL") or DEFAULT_AUTH_URL,
+            api_url=_url(env, "EMARSYS_API_URL", DEFAULT_API_URL),
+            auth_url=_url(env, "EMARSYS_AUTH_URL", DEFAULT_AUTH_URL),
             rate_limit_per_minute=_int(env, "EMARSYS_RATE_LIMIT", 1000),
-            timeout_seconds=float(env.get("EMARSYS_TIMEOUT") or 120),
+            timeout_seconds=_positive_float(env, "EMARSYS_TIMEOUT", 120.0),
             ca_bundle=env.get("EMARSYS_CA_BUNDLE") or None,
         )
         client_id, client_secret = env.get("EMARSYS_CLIENT_ID"), env.get("EMARSYS_CLIENT_SECRET")
@@ -69,6 +68,29 @@ def _int(env, name: str, default: int) -> int:
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise EmarsysConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise EmarsysConfigError(f"{name} must be 0 (no limit) or more, got {value}")
+    return value
+
+
+def _positive_float(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise EmarsysConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise EmarsysConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _url(env, name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    if not value.lower().startswith(("https://", "http://")):
+        raise EmarsysConfigError(f"{name} must start with https:// (got {value!r})")
+    return value

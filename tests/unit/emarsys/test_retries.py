@@ -137,3 +137,12 @@ def test_a_400_is_not_retried(emu):
     with emu.client("oauth") as client, pytest.raises(RequestRejected) as err:
         client.request("PUT", "/contact/", body=b'{"key_id": "3", "contacts": "nope"}')
     assert err.value.status == 400 and client.requests_sent == 1 and client.retries == 0
+
+
+def test_stamina_does_not_repeat_our_retries_as_warnings(emu, caplog):
+    caplog.set_level(logging.DEBUG)
+    emu.fault(type="status", status=503, path="/field")
+    with emu.client("oauth") as client:
+        client.get_fields()
+    assert not [r for r in caplog.records if r.name == "stamina"]
+    assert [r.levelno for r in caplog.records if r.getMessage().startswith("retrying")] == [logging.INFO]
