@@ -3,21 +3,14 @@
 
 from __future__ import annotations
 
-import json
-
 import yaml
 
 from tests.conftest import run_cli
-from tests.dbt.helpers import dbt
+from tests.dbt.helpers import load
 
 ENABLED = {"table_contacts", "view_contacts", "incremental_contacts", "located_contacts", "sql_declared_list",
            "current_people", "versioned_contacts_v1", "versioned_contacts", "ephemeral_contacts",
            "unbuilt_contacts", "contracted_contacts", "mixed_case", "snapshot_people"}
-
-
-def dbt_ls(project, *select):
-    proc = dbt(["ls", "--select", *select, "--output", "json", "--output-keys", "unique_id", "--quiet"], project)
-    return {json.loads(line)["unique_id"] for line in proc.stdout.splitlines() if line.startswith("{")}
 
 
 def test_generated_exposures_parse_in_dbt_and_select_what_each_sync_reads(kinds):
@@ -37,18 +30,18 @@ def test_generated_exposures_parse_in_dbt_and_select_what_each_sync_reads(kinds)
     assert by_name["emarsys_versioned_contacts_v1"]["depends_on"] == ["ref('contacts', v=1)"]
     assert by_name["emarsys_snapshot_people"]["depends_on"] == ["ref('people_snapshot')"]
 
-    # dbt parses the file, and the exposures carry the lineage.
-    # (with the model's test, so `dbt build --select +exposure:...` also runs what gating looks at)
-    assert {uid.rsplit(".", 1)[0] if uid.startswith("test.") else uid
-            for uid in dbt_ls(kinds, "+exposure:emarsys_table_contacts")} == {
-        "exposure.kinds.emarsys_table_contacts", "model.kinds.table_contacts", "seed.kinds.people",
-        "test.kinds.not_null_table_contacts_email"}
-    assert dbt_ls(kinds, "+exposure:emarsys_current_people", "--resource-type", "model", "snapshot") == {
-        "model.kinds.current_people", "snapshot.kinds.people_snapshot"}
-    assert dbt_ls(kinds, "+exposure:emarsys_versioned_contacts_v1", "--resource-type", "model") == {
-        "model.kinds.contacts.v1"}
-    assert dbt_ls(kinds, "tag:emarsys", "--resource-type", "exposure") == {
-        f"exposure.kinds.emarsys_{name}" for name in ENABLED}
+    # dbt parses the file, and the exposures carry the lineage: `+exposure:` selects what each sync reads.
+    project = load(kinds)
+    assert project.manifest_origin == "dbt parse"
+    assert {uid for uid in project.manifest.exposures} == {f"exposure.kinds.emarsys_{name}" for name in ENABLED}
+    assert project.select(("+exposure:emarsys_table_contacts",)) == {"model.kinds.table_contacts",
+                                                                     "seed.kinds.people"}
+    assert project.select(("+exposure:emarsys_current_people",)) == {
+        "model.kinds.current_people", "snapshot.kinds.people_snapshot", "seed.kinds.people"}
+    assert project.select(("+exposure:emarsys_versioned_contacts_v1",)) == {"model.kinds.contacts.v1",
+                                                                           "seed.kinds.people"}
+    exposure = project.manifest.exposures["exposure.kinds.emarsys_table_contacts"]
+    assert exposure.tags == ["emarsys"] and exposure.depends_on.nodes == ["model.kinds.table_contacts"]
 
     # Generating again changes nothing; --check agrees.
     again = run_cli(["exposures"], cwd=kinds)

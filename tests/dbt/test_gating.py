@@ -42,7 +42,9 @@ def test_a_warning_test_does_not_stop_the_sync(gating):
 
 
 @pytest.mark.parametrize("command", [["compile"], ["test"], ["docs", "generate"]])
-def test_results_overwritten_by_a_later_command_stop_the_run(gating, command):
+def test_results_overwritten_by_a_later_command_stop_the_run_but_a_copy_still_decides(gating, command, tmp_path):
+    saved = tmp_path / "build_artifacts"
+    shutil.copytree(gating / "target", saved)
     dbt(command, gating, ok=command != ["test"])
     project = load(gating)
     with pytest.raises(BuildResultsError) as info:
@@ -51,23 +53,31 @@ def test_results_overwritten_by_a_later_command_stop_the_run(gating, command):
     assert f"run_results.json is from `dbt {' '.join(command)}`" in message
     assert "which overwrote the build's results" in message
     assert "--artifacts-dir" in message and "--ignore-build-results" in message
-
-
-def test_a_copy_of_the_build_artifacts_still_decides_after_a_later_command(gating, tmp_path):
-    saved = tmp_path / "build_artifacts"
-    shutil.copytree(gating / "target", saved)
-    dbt(["compile"], gating)
+    # A copy of the build's target/ taken before, passed as --artifacts-dir, still decides.
     project = load(gating, artifacts_dir=str(saved))
     assert project.manifest_origin == str(saved / "manifest.json")
     decision = gate(project, models(project).values())
     assert sorted(decision.allowed) == ["model.gating.good", "model.gating.stg_people", "model.gating.warned"]
 
 
-def test_artifacts_of_a_build_elsewhere_decide_whatever_that_target_was_called(gating, tmp_path):
+def test_builds_of_another_target(gating, tmp_path):
+    # Built for target dev (the profile's default); this run reads prod.
+    with pytest.raises(BuildResultsError) as info:
+        project = load(gating, target="prod")
+        gate(project, models(project).values())
+    assert "built target 'dev', this run reads target 'prod'" in str(info.value)
+
     dbt(["build", "--target", "prod", "--select", "+good"], gating)
+    project = load(gating, target="prod")
+    assert gate(project, models(project).values()).allows("model.gating.good")
+    with pytest.raises(BuildResultsError, match="built target 'prod', this run reads target 'dev'"):
+        project = load(gating)
+        gate(project, models(project).values())
+    # Artifacts of a build made elsewhere: that build's manifest names the relations, whatever its target
+    # was called (a dbt Cloud job's target needn't match the local profile's).
     saved = tmp_path / "cloud_run"
     shutil.copytree(gating / "target", saved)
-    project = load(gating, artifacts_dir=str(saved))          # the local profile's default target: dev
+    project = load(gating, artifacts_dir=str(saved))
     assert gate(project, models(project).values()).allows("model.gating.good")
     assert models(project)["model.gating.good"].relation_name == '"gating"."prod"."good"'
 
@@ -93,22 +103,6 @@ def test_models_outside_the_last_build_are_skipped_with_the_command_to_run(gatin
     assert decision.allowed == ["model.gating.good"]
     assert decision.reason("model.gating.tested").startswith("not built by the last `dbt build` at ")
     assert decision.reason("model.gating.tested").endswith("build it first: `dbt build --select tested`")
-
-
-def test_a_build_of_another_target_does_not_gate_this_one(gating):
-    project = load(gating, target="prod")
-    with pytest.raises(BuildResultsError) as info:
-        gate(project, models(project).values())
-    assert "built target 'dev', this run reads target 'prod'" in str(info.value)
-
-
-def test_results_of_an_explicit_target_match_that_target(gating):
-    dbt(["build", "--target", "prod", "--select", "+good"], gating)
-    assert gate(load(gating, target="prod"), models(load(gating, target="prod")).values()).allows(
-        "model.gating.good")
-    with pytest.raises(BuildResultsError, match="built target 'prod', this run reads target 'dev'"):
-        project = load(gating)
-        gate(project, models(project).values())
 
 
 # -- the decision itself, on run_results as other dbt versions and engines write them ------------------
