@@ -429,21 +429,23 @@ class JinjaRenderer:
                  target: Mapping[str, Any] | None = None):
         import os
 
-        self.vars = dict(vars or {})
-        self.env = dict(os.environ if env is None else env)
-        self.target = dict(target or {})
-
-    def __call__(self, text: str) -> Any:
-        from jinja2 import StrictUndefined, TemplateError, Undefined
+        from jinja2 import StrictUndefined
         from jinja2.nativetypes import NativeEnvironment
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         class _Environment(ImmutableSandboxedEnvironment, NativeEnvironment):
-            pass
+            """Native types (as dbt renders YAML), in a sandbox (a declaration is data, not code)."""
 
-        env = _Environment(undefined=StrictUndefined)
+        self.vars = dict(vars or {})
+        self.env = dict(os.environ if env is None else env)
+        self.target = dict(target or {})
+        self._jinja = _Environment(undefined=StrictUndefined)
+
+    def __call__(self, text: str) -> Any:
+        from jinja2 import TemplateError, Undefined
+
         try:
-            value = env.from_string(text).render(env_var=self._env_var, var=self._var, target=self.target)
+            value = self._jinja.from_string(text).render(env_var=self._env_var, var=self._var, target=self.target)
         except RenderError:
             raise
         except TemplateError as exc:
