@@ -308,7 +308,8 @@ class Emulator:
         if fault.type == "status":
             code, text = fault.reply()
             if fault.status == 429:
-                return envelope("", code, text, status=429, headers=self.limiter.exhausted_headers(user))
+                return envelope("", code, text, status=429,
+                                headers=self.limiter.exhausted_headers(user, fault.reset_seconds))
             return envelope("", code, text, status=fault.status or 500, headers=headers)
         if fault.type == "drop":
             ctx.drop()

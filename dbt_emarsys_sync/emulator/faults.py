@@ -4,7 +4,9 @@ A fault is `{"type": T, "count": N (default 1), "path": "<substring of the reque
 "method": "<HTTP method>", ...}`; `path` and `method` are optional filters. Types:
 
     status            answer `status` (429, 500, 502 or 503) with the Emarsys envelope; 429 carries
-                      replyCode 7003 and the rate-limit headers, never Retry-After
+                      replyCode 7003 and the rate-limit headers, never Retry-After; its
+                      X-RateLimit-Reset is `reset_seconds` from now (default 60: a full window; a
+                      sliding window frees its next slot sooner, which tests use to keep waits short)
     hang              hold the request `seconds` before processing it and answering normally
                       (to outlast a client's timeout: the write still happens, later)
     slow              process the request, then hold the answer `seconds`
@@ -25,7 +27,8 @@ from typing import Any
 
 FAULT_TYPES = ("status", "hang", "slow", "drop", "drop_after_write", "already_exists")
 FAULT_STATUSES = (429, 500, 502, 503)
-_KEYS = {"type", "count", "path", "method", "status", "seconds", "reply_code", "reply_text"}
+_KEYS = {"type", "count", "path", "method", "status", "seconds", "reply_code", "reply_text",
+         "reset_seconds"}
 
 # The envelope each injected status answers with (emarsys-api.md §2.2, §2.3, §9).
 STATUS_REPLIES = {
@@ -46,6 +49,7 @@ class Fault:
     seconds: float | None = None
     reply_code: int | None = None
     reply_text: str | None = None
+    reset_seconds: float | None = None     # 429 only: X-RateLimit-Reset this many seconds from now
 
     @classmethod
     def from_dict(cls, spec: Any) -> "Fault":
@@ -82,10 +86,17 @@ class Fault:
             raise ValueError(f"fault {kind!r}: 'reply_code' must be an integer")
         if spec.get("reply_text") is not None and not isinstance(spec["reply_text"], str):
             raise ValueError(f"fault {kind!r}: 'reply_text' must be a string")
+        reset = spec.get("reset_seconds")
+        if reset is not None:
+            if status != 429:
+                raise ValueError(f"fault {kind!r}: 'reset_seconds' belongs to faults of status 429")
+            if isinstance(reset, bool) or not isinstance(reset, (int, float)) or not 0 <= reset <= 3600:
+                raise ValueError("fault 'status': 'reset_seconds' must be a number of seconds from 0 to 3600")
         method = spec.get("method")
         return cls(type=kind, count=count, path=spec.get("path"), method=method.upper() if method else None,
                    status=status, seconds=float(seconds) if seconds is not None else None,
-                   reply_code=reply_code, reply_text=spec.get("reply_text"))
+                   reply_code=reply_code, reply_text=spec.get("reply_text"),
+                   reset_seconds=float(reset) if reset is not None else None)
 
     def matches(self, method: str, path: str) -> bool:
         return ((self.method is None or self.method == method)

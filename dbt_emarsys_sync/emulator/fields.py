@@ -53,9 +53,13 @@ class FieldDef:
     choices: list[Choice] = field(default_factory=list)
     # coerce(value, truncate) -> the value to store; raises BadValue. Built from the type.
     coerce: Callable[[Any, bool], Any] = field(init=False, repr=False, compare=False)
+    # coerce_column(values) -> the values to store, or None when any value needs the per-value path
+    # (an error, null, "", truncation, an unusual type). Loops in C where it can: the batch fast path.
+    coerce_column: Callable[[tuple], Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.coerce = _coercer(self)
+        self.coerce_column = _column_coercer(self)
 
     def as_api(self, lang: str = "en") -> dict:
         return {
@@ -259,6 +263,66 @@ DEFAULT_CUSTOM_FIELDS = [
      "string_id": "favourite_categories", "choices": ["Shoes", "Bags", "Outdoor", "Kids", "Home"]},
     {"id": 5006, "name": "Notes", "application_type": "largetext", "string_id": "notes"},
 ]
+
+
+def _column_coercer(f: FieldDef) -> Callable[[tuple], Any]:
+    """The fast, all-or-nothing version of `_coercer` for one column of a batch: it accepts only
+    columns in which every value is plainly valid, and returns None otherwise."""
+    kind = f.application_type
+
+    def none(values: tuple) -> Any:
+        return None
+
+    if f.read_only:
+        return none
+    if f.id == OPTIN_FIELD:
+        allowed = {1, 2, "1", "2"}
+
+        def optin(values: tuple) -> Any:
+            if set(map(type, values)) <= {int, str} and set(values) <= allowed:
+                return list(map(int, values))
+            return None
+        return optin
+    if kind in TEXT_TYPES:
+        limit = TEXT_LIMITS.get(kind)
+
+        def text(values: tuple) -> Any:
+            if set(map(type, values)) != {str} or "" in values:
+                return None
+            if limit is not None and max(map(len, values)) > limit:
+                return None
+            return values
+        return text
+    if kind in DATE_TYPES:
+        def dates(values: tuple) -> Any:
+            if set(map(type, values)) != {str} or not all(map(_DATE_RE.match, values)):
+                return None
+            try:
+                for _ in map(date.fromisoformat, values):
+                    pass
+            except ValueError:
+                return None
+            return values
+        return dates
+    if kind == "numeric":
+        def numeric(values: tuple) -> Any:
+            if set(map(type, values)) != {str} or not all(map(_NUMERIC_RE.match, values)):
+                return None
+            return values
+        return numeric
+    if kind == "singlechoice":
+        by_text = {str(c.id): c.id for c in f.choices}
+        ids = set(by_text.values())
+
+        def single(values: tuple) -> Any:
+            types = set(map(type, values))
+            if types == {str} and by_text.keys() >= set(values):
+                return list(map(by_text.__getitem__, values))
+            if types == {int} and ids >= set(values):
+                return values
+            return None
+        return single
+    return none
 
 
 # -- languages ----------------------------------------------------------------------------------

@@ -62,10 +62,11 @@ class RateLimiter:
                 reset = (times[0] if times else now) + WINDOW_SECONDS
         return allowed, self.headers(limit, remaining, reset)
 
-    def exhausted_headers(self, user) -> dict[str, str]:
-        """Headers of an injected 429: nothing remaining, the window resetting a minute from now."""
+    def exhausted_headers(self, user, reset_in: float | None = None) -> dict[str, str]:
+        """Headers of an injected 429: nothing remaining, the window resetting `reset_in` seconds from
+        now (default a minute)."""
         limit = self._limit_for(user) or 1000   # even with limiting off, a 429 names a limit
-        return self.headers(limit, 0, self.clock() + WINDOW_SECONDS)
+        return self.headers(limit, 0, self.clock() + (WINDOW_SECONDS if reset_in is None else reset_in))
 
     @staticmethod
     def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
