@@ -189,9 +189,10 @@ def check_syncs(project: Any, syncs: Iterable[Sync], catalog: FieldCatalog | Non
             problems.append(sync.problem("", f"can't read the Emarsys fields' choices: {exc}"))
         except MappingError as exc:
             # Missing columns are reported above, with a did-you-mean.
-            problems += [sync.problem(*_split_mapping_problem(text)) for text in _MAPPING_SPLIT.split(str(exc))
-                         if "is not in the model" not in text]
-        problems += [sync.problem(path, message) for path, message in type_problems(sync.spec, columns, catalog)]
+            problems += [sync.problem(*_split_mapping_problem(text))
+                         for text in _MAPPING_SPLIT.split(str(exc)) if "is not in the model" not in text]
+        problems += [sync.problem(path, message)
+                     for path, message in type_problems(sync.spec, columns, catalog)]
     return problems
 
 

@@ -40,7 +40,8 @@ def ref_call(model: ModelRef, root_project: str | None) -> str:
 
 def _describe(sync: Sync) -> str:
     spec = sync.spec
-    target = f"the Emarsys contact list {spec.list!r}" if spec.object == "contact_list" else "Emarsys contacts"
+    target = f"the Emarsys contact list {spec.list!r}" if spec.object == "contact_list" else \
+        "Emarsys contacts"
     return (f"dbt-emarsys-sync sends the rows of {sync.model.resource_type} `{sync.model.display_name}` to "
             f"{target} ({spec.behaviour}; key column `{spec.key.column}` -> Emarsys field "
             f"`{spec.key.field}`).")
@@ -84,7 +85,8 @@ class _IndentedDumper(yaml.SafeDumper):
 def render(syncs: Iterable[Sync], settings: ExposureSettings | None = None,
            root_project: str | None = None) -> str:
     document = exposures_document(syncs, settings, root_project)
-    return HEADER + yaml.dump(document, Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True, width=110)
+    return HEADER + yaml.dump(document, Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True,
+                              width=110)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ class ExposureFile:
     def diff(self) -> str:
         before = (self.current() or "").splitlines(keepends=True)
         after = self.content.splitlines(keepends=True)
-        return "".join(difflib.unified_diff(before, after, f"{self.path} (on disk)", f"{self.path} (expected)"))
+        return "".join(difflib.unified_diff(before, after, f"{self.path} (on disk)",
+                                            f"{self.path} (expected)"))
 
     def write(self) -> bool:
         """Write the file when it differs; True when it changed."""

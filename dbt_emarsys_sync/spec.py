@@ -163,7 +163,7 @@ class ModelRef:
     unique_id: str
     name: str
     relation_name: str | None
-    yaml_path: str           # the file that declares the meta (the model's YAML, else its SQL or dbt_project.yml)
+    yaml_path: str           # the file that declares the meta: the model's YAML, its SQL or dbt_project.yml
     materialized: str = "table"
     resource_type: str = "model"
     package_name: str | None = None
@@ -445,7 +445,8 @@ class JinjaRenderer:
         from jinja2 import TemplateError, Undefined
 
         try:
-            value = self._jinja.from_string(text).render(env_var=self._env_var, var=self._var, target=self.target)
+            value = self._jinja.from_string(text).render(env_var=self._env_var, var=self._var,
+                                                         target=self.target)
         except RenderError:
             raise
         except TemplateError as exc:
@@ -539,7 +540,8 @@ def _defaults_problems(defaults: dict, source: Source, where: str) -> list[Probl
                                         "a default can't set the sync's name (names are unique)"))
         elif key not in SyncSpec.model_fields:
             problems.append(_problem_at(source, where, f"{source.prefix}.{key}",
-                                        f"unknown key {key!r}" + _did_you_mean(str(key), SyncSpec.model_fields)))
+                                        f"unknown key {key!r}"
+                                        + _did_you_mean(str(key), SyncSpec.model_fields)))
     return problems
 
 

@@ -51,7 +51,8 @@ class BuildResults:
         for result in data.get("results") or []:
             uid = result.get("unique_id")
             if uid:
-                statuses[uid] = (str(result.get("status") or ""), result.get("message"), result.get("failures"))
+                statuses[uid] = (str(result.get("status") or ""), result.get("message"),
+                                 result.get("failures"))
         which = args.get("which")
         return cls(path=path, command=_COMMANDS.get(which, which), generated_at=metadata.get("generated_at"),
                    target=args.get("target"), statuses=statuses)

@@ -273,7 +273,8 @@ class DbtProject:
     def collect_syncs(self, selected: set[str] | None = None) -> tuple[list[Sync], list[Problem]]:
         """Every declared sync (project defaults merged, Jinja rendered) and every problem found."""
         project, problems = self.project_settings()
-        syncs, more = collect_declarations(self.declarations(selected), project=project, render=self.renderer())
+        syncs, more = collect_declarations(self.declarations(selected), project=project,
+                                           render=self.renderer())
         return syncs, problems + more
 
     def syncs(self, selected: set[str] | None = None) -> list[Sync]:

@@ -11,12 +11,13 @@ from tests.conftest import BIN, REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "projects"
 
-def dbt(args: list[str], project: Path, *, ok: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def dbt(args: list[str], project: Path, *, ok: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`dbt ARGS` in the project, as a user runs it. `ok=False`: the command is expected to fail (exit 1)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_")}
     full_env.update(env or {})
-    proc = subprocess.run([str(BIN / "dbt"), *args, "--profiles-dir", str(project)], cwd=project, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(BIN / "dbt"), *args, "--profiles-dir", str(project)], cwd=project,
+                          env=full_env, capture_output=True, text=True, timeout=300)
     expected = 0 if ok else 1
     if proc.returncode != expected:
         raise AssertionError(f"dbt {' '.join(args)} exited {proc.returncode}, expected {expected}:\n"
