@@ -15,6 +15,7 @@ writes nothing to Emarsys or to the state.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
@@ -85,6 +86,11 @@ class RunOptions:
 
 class SafetyRefusal(Exception):
     """A mirror run that would remove too much, or act on an empty model."""
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (Ctrl-C, SIGTERM): requests in flight finish, what Emarsys
+    acknowledged is kept, nothing more is sent."""
 
 
 @dataclass
@@ -241,6 +247,17 @@ class Engine:
         self.options = options or EngineOptions()
         self.run_options = run or RunOptions()
         self.progress = progress or _NoProgress()
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop every sync at its next batch (called from another thread, e.g. on Ctrl-C)."""
+        self._stop.set()
+
+    def _should_stop(self, failures: list[Exception]) -> bool:
+        if self._stop.is_set() and not failures:
+            failures.append(Interrupted("the run was interrupted before this sync finished; the rows "
+                                        "Emarsys acknowledged are kept, the rest are sent by the next run"))
+        return bool(failures)
 
     @property
     def store(self) -> StateStore:
@@ -460,6 +477,8 @@ class Engine:
                 self.store.drop_plan(job.name, job.run_id, job.plan.table)  # type: ignore[union-attr]
                 job.plan = None
                 outcome = ("failed", str(exc))
+            except Interrupted as exc:
+                outcome = ("failed", str(exc))
             except (EmarsysError, ConfigError) as exc:
                 outcome = ("failed", str(exc))
             except Exception as exc:  # noqa: BLE001
@@ -476,6 +495,9 @@ class Engine:
                         log.exception("sync %s: could not fold the acknowledged rows", job.name)
                         outcome = ("failed", f"could not record the acknowledged rows (the next run "
                                              f"will): {exc}")
+                if outcome[0] is None and not completed:     # KeyboardInterrupt on this thread
+                    outcome = ("failed", "the run was interrupted before this sync finished; the rows Emarsys "
+                                         "acknowledged are kept, the rest are sent by the next run")
                 if report.failed_retryable and outcome[0] is None:
                     outcome = ("failed", f"{report.failed_retryable} rows could not be sent; they are sent "
                                          "again on the next run")
@@ -533,7 +555,7 @@ class Engine:
                     continue
                 if full is not None:
                     yield full
-                if failures:
+                if self._should_stop(failures):
                     return
         last = batcher.flush(hi)
         if last is not None and not failures:
@@ -729,7 +751,7 @@ class Engine:
         batch, key_id, start = _Batch([], [], []), mapper.key_id, lo
         for page in self.store.read_plan(plan.table, lo, hi, self.options.read_page):
             for row in page:
-                if failures:
+                if self._should_stop(failures):
                     return
                 key = str(row.member_id) if row.member_id is not None else row.key
                 if key is None:

@@ -123,14 +123,24 @@ class _Heartbeat:
                 log.warning("could not refresh the sync locks' heartbeat", exc_info=True)
 
 
-def _parallel(threads: int, jobs: list[SyncJob], work: Callable[[SyncJob], None]) -> None:
+def _parallel(threads: int, jobs: list[SyncJob], work: Callable[[SyncJob], None],
+              on_interrupt: Callable[[], None] = lambda: None) -> None:
     if threads <= 1 or len(jobs) <= 1:
         for job in jobs:
             work(job)
         return
     with ThreadPoolExecutor(min(threads, len(jobs)), thread_name_prefix="sync") as pool:
-        for future in [pool.submit(work, job) for job in jobs]:
-            future.result()
+        futures = [pool.submit(work, job) for job in jobs]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            # The syncs under way stop at their next batch and keep what was acknowledged; the
+            # pool waits for them before the interrupt goes on.
+            on_interrupt()
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _off_thread(fn: Callable, *args: Any) -> Any:
@@ -183,6 +193,7 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
     source = DbtWarehouseSource(project, request.state_schema)
     clients = _Clients(settings, transport)
     threads = max(1, request.threads or project.threads)
+    jobs: list[SyncJob] = []
     try:
         with source.hold(request.lock_timeout):
             report.state_schema = source.store.schema
@@ -196,13 +207,20 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
                                                             samples=request.samples), progress)
                 if request.dry_run:
                     catalog = clients.catalog()
-                    _parallel(threads, jobs, lambda job: engine.preview(job, clients.new(), catalog))
+                    _parallel(threads, jobs, lambda job: engine.preview(job, clients.new(), catalog),
+                              engine.cancel)
                 else:
                     with _Heartbeat(source, jobs):
                         _run_jobs(engine, project, clients, jobs, threads, request)
                 for job in jobs:
                     progress.done(job.name, job.report)
             report.syncs += [job.report for job in jobs]
+    except KeyboardInterrupt:
+        # Interrupted (Ctrl-C, SIGTERM): the syncs stopped and kept what was acknowledged; say so.
+        report.syncs += [job.report for job in jobs if job.report.finished]
+        report.api_requests = clients.requests
+        report.write(project.target_dir)
+        raise
     finally:
         report.api_requests = clients.requests
         clients.close()
@@ -237,7 +255,7 @@ def _run_jobs(engine: Engine, project: DbtProject, clients: _Clients, jobs: list
     try:
         needs_client = request.full_refresh and any(j.is_mirror for j in jobs)
         _parallel(threads, jobs, lambda job: engine.plan(job, clients.new() if needs_client and job.is_mirror
-                                                        else None))
+                                                        else None), engine.cancel)
         sending = [job for job in jobs if job.needs_sending]
         if not sending:
             return
@@ -254,7 +272,7 @@ def _run_jobs(engine: Engine, project: DbtProject, clients: _Clients, jobs: list
         if problems:
             raise ConfigError(problems[0] if len(problems) == 1 else
                               f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
-        _parallel(threads, sending, lambda job: engine.send(job, clients.new()))
+        _parallel(threads, sending, lambda job: engine.send(job, clients.new()), engine.cancel)
     finally:
         # Whatever stopped the run (a configuration error, Ctrl-C), no plan stays locked unsent.
         for job in jobs:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -38,11 +40,22 @@ def sync_options(func):
     return func
 
 
+def _stop_on_sigterm() -> None:
+    """A CI job cancelled with SIGTERM stops like Ctrl-C: requests in flight finish and what Emarsys
+    acknowledged is recorded (SIGKILL loses nothing either: the next run recovers the plan)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, select, exclude, selector, state,
          ignore_build_results, artifacts_dir, full_refresh, allow_mass_removal, threads, state_schema,
          lock_timeout, batch_size, samples, output, dbt_cloud_run_id=None, dbt_cloud_job_id=None) -> None:
     from ..runner import RunRequest, run_syncs
 
+    _stop_on_sigterm()
     request = RunRequest(project_dir=project_dir, profiles_dir=profiles_dir, target=target, profile=profile,
                          vars=parse_vars(vars_), select=split_selection(select), exclude=split_selection(exclude),
                          selector=selector, state=state, ignore_build_results=ignore_build_results,

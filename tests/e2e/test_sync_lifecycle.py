@@ -263,3 +263,38 @@ def test_a_second_run_waits_for_the_first_or_fails_clearly(sample_project, emula
     # The patient run started after the first had finished: nothing was left to send.
     assert patient.returncode == 1, patient.output
     assert all(r["sent"] == 0 for r in results(sample_project).values())
+
+
+def test_sigterm_stops_cleanly_keeping_what_was_acknowledged(sample_project, emulator):
+    env = {**emulator_env(emulator), "EMARSYS_RATE_LIMIT": "0"}
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"faults": [
+        {"type": "slow", "seconds": 0.3, "count": 100000, "path": "/contact", "method": "PUT"}]})
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("EMARSYS_", "DBT_"))}
+    proc = subprocess.Popen([str(BIN / "dbt-emarsys-sync"), "run", "--batch-size", "40", "--threads", "1"],
+                            cwd=sample_project, env={**full_env, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _upserts_seen(emulator) < 10:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)   # polling the emulator's request log
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, stderr
+    assert "interrupted" in stderr
+    interrupted = results(sample_project)["shop_contacts"]
+    assert interrupted["status"] == "failed" and "interrupted" in interrupted["message"]
+    assert 0 < interrupted["acknowledged"] < len(model_keys(sample_project, "emarsys_contacts"))
+    state = json.loads(run_cli(["state", "show", "--output", "json"], cwd=sample_project, env=env).stdout)
+    shop = next(s for s in state["syncs"] if s["sync"] == "shop_contacts")
+    assert (shop["pending_plans"], shop["lock"]) == ([], None)
+    assert shop["snapshot_rows"] == interrupted["acknowledged"]
+
+    httpx.delete(f"{emulator.url}/_emulator/faults")
+    rerun = run_cli(["run"], cwd=sample_project, env=env)
+    assert rerun.returncode == 1, rerun.output
+    again = results(sample_project)["shop_contacts"]
+    assert again["recovered"] == 0
+    assert again["sent"] == len(model_keys(sample_project, "emarsys_contacts")) - interrupted["acknowledged"]
