@@ -158,9 +158,16 @@ class WsseAuth(httpx.Auth):
                 f'Nonce="{nonce}", Created="{created_text}"')
 
     def auth_flow(self, request: httpx.Request):
+        signed_with = self.clock_offset
         request.headers["X-WSSE"] = self.header()
         response = yield request
         if response.status_code != 401 or not self.correct_skew or not is_time_frame_error(response):
+            return
+        if self.clock_offset != signed_with:
+            # A request sent at the same time learnt the server's time while this one was in flight:
+            # sign with it and try once more (the check below would wrongly blame another cause).
+            request.headers["X-WSSE"] = self.header()
+            yield request
             return
         server_now = server_time(response.headers)
         if server_now is None:
