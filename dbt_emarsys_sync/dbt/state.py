@@ -662,7 +662,12 @@ from rows_"""
 
     def record_run_start(self, run_id: str, sync_name: str, model: str, obj: str, behaviour: str,
                          full_refresh: bool) -> None:
+        # Called with the sync's lock held, so no other run of it is alive: one still recorded as
+        # running was killed before it recorded its end (and, without a plan, `recover` won't see it).
         self.wh.execute(
+            f"update {self.runs} set status = 'interrupted', finished_at = {literal(now_utc())}, "
+            f"message = 'the run stopped before it finished; the next run kept what it had acknowledged' "
+            f"where sync_name = {literal(sync_name)} and status = 'running'",
             f"insert into {self.runs} (run_id, sync_name, model, object, behaviour, status, full_refresh, "
             f"started_at, host, pid) values ({literal(run_id)}, {literal(sync_name)}, {literal(model)}, "
             f"{literal(obj)}, {literal(behaviour)}, 'running', {int(full_refresh)}, {literal(now_utc())}, "
