@@ -149,9 +149,10 @@ class WsseAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"WsseAuth(username={self.username!r})"
 
-    def header(self) -> str:
+    def header(self, offset: float | None = None) -> str:
         nonce = secrets.token_hex(16)
-        created = datetime.fromtimestamp(self._clock() + self.clock_offset, tz=timezone.utc)
+        offset = self.clock_offset if offset is None else offset
+        created = datetime.fromtimestamp(self._clock() + offset, tz=timezone.utc)
         created_text = created.strftime("%Y-%m-%dT%H:%M:%S+00:00")
         digest = wsse_digest(nonce, created_text, self._secret)
         return (f'UsernameToken Username="{self.username}", PasswordDigest="{digest}", '
@@ -159,7 +160,7 @@ class WsseAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request):
         signed_with = self.clock_offset
-        request.headers["X-WSSE"] = self.header()
+        request.headers["X-WSSE"] = self.header(signed_with)
         response = yield request
         if response.status_code != 401 or not self.correct_skew or not is_time_frame_error(response):
             return

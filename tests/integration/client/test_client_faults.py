@@ -154,3 +154,13 @@ def test_the_already_exists_race_is_sent_again(emu, caplog):
     assert sorted(outcome.acknowledged) == keys and not outcome.rejected
     assert any("already exists' race (2009)" in m for m in messages(caplog))
     assert stored_emails(emu) == keys
+
+
+def test_parallel_first_requests_on_a_skewed_clock_all_recover(emu):
+    # No warm-up request: several batches are signed with the wrong clock at once; whichever learns
+    # the server's time first, the others re-sign with it instead of failing.
+    emu.settings(clock_skew=900)
+    batches = [batch(f"p{n}-", 10) for n in range(8)]
+    with emu.client("wsse") as client:
+        outcomes, errors = send_in_threads(client, batches, threads=8)
+    assert not errors and sum(len(o.acknowledged) for o in outcomes) == 80
