@@ -158,6 +158,8 @@ def decide(method: str, path: str, outcome: httpx.Response | Exception, *, attem
             return backoff(f"{what}: could not connect ({_short(exc)})")
         if isinstance(exc, httpx.TransportError):
             return backoff(f"{what}: connection lost ({type(exc).__name__})", True)
+        if isinstance(exc, httpx.RequestError):
+            return backoff(f"{what}: unreadable answer ({_short(exc)})", True)
         if isinstance(exc, TokenEndpointUnavailable):
             return backoff(str(exc))
         return Decision(error=exc)
@@ -363,7 +365,7 @@ class EmarsysClient:
             self.bytes_sent += len(body or b"")
         try:
             response = self._http.request(method, path, content=body, params=params, headers=headers)
-        except (httpx.TransportError, TokenEndpointUnavailable) as exc:
+        except (httpx.RequestError, TokenEndpointUnavailable) as exc:   # transport, decoding, ...
             self.limiter.release(None)
             return exc
         except httpx.InvalidURL as exc:

@@ -60,6 +60,7 @@ def test_server_errors_back_off_exponentially(status):
     (httpx.ReadTimeout("slow", request=REQUEST), True),
     (httpx.RemoteProtocolError("Server disconnected without sending a response.", request=REQUEST), True),
     (httpx.ReadError("reset", request=REQUEST), True),
+    (httpx.DecodingError("bad gzip stream", request=REQUEST), True),
 ])
 def test_transport_failures_are_retried_and_flag_an_unknown_outcome(exc, ambiguous):
     d = decision(exc, attempt=2)
