@@ -3,6 +3,7 @@ exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, SyncFailed
 
 MAX_SAMPLES = 20
 ARTIFACT_NAME = "emarsys_sync_results.json"
@@ -129,12 +130,19 @@ class RunReport:
         }
 
     def write(self, target_dir: Path) -> Path:
-        """Write the artifact atomically: a crash or a full disk never leaves half a file behind."""
-        target_dir.mkdir(parents=True, exist_ok=True)
+        """Write the artifact atomically: a crash or a full disk never leaves half a file behind. When
+        it can't be written (disk full, read-only directory), SyncFailed names the file and why."""
         path = target_dir / ARTIFACT_NAME
         tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, default=str))
-        os.replace(tmp, path)
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.as_dict(), indent=2, default=str))
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise SyncFailed(f"could not write the run's results to {path}: {exc.strerror or exc} (what "
+                             "Emarsys acknowledged is recorded in the state schema all the same)") from None
         return path
 
 

@@ -224,9 +224,9 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
     finally:
         report.api_requests = clients.requests
         clients.close()
-    report.write(project.target_dir)
     if console is not None:
-        render(report, console)
+        render(report, console)     # first: if the artifact can't be written, the summary is still seen
+    report.write(project.target_dir)
     return report
 
 
