@@ -19,7 +19,8 @@ import base64
 import logging
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -29,15 +30,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .auth import ApiUser, Authenticator, AuthFailure
-from .config import (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_SECRET, DEFAULT_USERNAME,
-                     EmulatorConfig)
+from .config import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_SECRET, DEFAULT_USERNAME, EmulatorConfig
 from .faults import Fault, FaultBook
 from .fields import SUPPORTED_LANGUAGES
 from .ratelimit import RateLimiter
 from .settings import Settings
 from .store import MAX_CONTACT_KEYS, ApiError, Store, StoreOptions, _label
-from .transport import (ConnectionLayer, InProcessAsyncTransport, InProcessTransport, RequestContext,
-                        RequestLog)
+from .transport import (
+    ConnectionLayer,
+    InProcessAsyncTransport,
+    InProcessTransport,
+    RequestContext,
+    RequestLog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +55,17 @@ QUERY_MAX_LIMIT = 10_000
 # Every route takes every method, so a wrong one gets Emarsys's 400 replyCode 1009, not a bare 405.
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
-__all__ = ["Emulator", "EmulatorConfig", "StoreOptions", "envelope", "DEFAULT_CLIENT_ID",
-           "DEFAULT_CLIENT_SECRET", "DEFAULT_USERNAME", "DEFAULT_SECRET", "MAX_BATCH"]
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_SECRET",
+    "DEFAULT_USERNAME",
+    "MAX_BATCH",
+    "Emulator",
+    "EmulatorConfig",
+    "StoreOptions",
+    "envelope",
+]
 
 Handler = Callable[[Request, ApiUser, RequestContext], Awaitable[Response]]
 

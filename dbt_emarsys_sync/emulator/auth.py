@@ -15,9 +15,9 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 from .settings import Settings
 
@@ -48,7 +48,7 @@ class ApiUser:
         return self.permissions is None or permission in self.permissions
 
     @classmethod
-    def from_dict(cls, spec: object) -> "ApiUser":
+    def from_dict(cls, spec: object) -> ApiUser:
         """An API user from a seed or config entry. Raises ValueError naming what is wrong."""
         if not isinstance(spec, dict):
             raise ValueError(f"an API user is an object with name, secret and scheme, not {spec!r}")

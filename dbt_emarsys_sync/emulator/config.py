@@ -69,12 +69,11 @@ class EmulatorConfig(Settings):
                 Fault.from_dict(spec)
             except ValueError as err:
                 raise ValueError(f"faults[{n}]: {err}") from None
-        if self.seed is not None:
-            if not isinstance(self.seed, dict) or set(self.seed) - set(SEED_KEYS):
-                raise ValueError(f"'seed' must be an object with any of {', '.join(SEED_KEYS)}")
+        if self.seed is not None and (not isinstance(self.seed, dict) or set(self.seed) - set(SEED_KEYS)):
+            raise ValueError(f"'seed' must be an object with any of {', '.join(SEED_KEYS)}")
 
     @classmethod
-    def from_mapping(cls, data: Any, source: str = "config") -> "EmulatorConfig":
+    def from_mapping(cls, data: Any, source: str = "config") -> EmulatorConfig:
         """Build from a parsed config file: the fields above plus any setting, flat or under
         `settings:`. Raises ValueError naming the source and the bad key."""
         if not isinstance(data, dict):
@@ -101,11 +100,11 @@ def load_config_file(path: str | Path) -> dict:
         text = path.read_text()
     except OSError as err:
         raise ValueError(f"{path}: cannot read the emulator config ({err.strerror})") from None
+    import yaml
+
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)
-        import yaml
-
         return yaml.safe_load(text) or {}
-    except Exception as err:  # yaml.YAMLError, json.JSONDecodeError
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not valid YAML/JSON: {err}") from None

@@ -45,7 +45,7 @@ async def _body(request: Request) -> object:
         raise ValueError(f"the body is not valid JSON: {err}") from None
 
 
-def control_routes(emulator: "Emulator") -> list[Route]:
+def control_routes(emulator: Emulator) -> list[Route]:
     store = emulator.store
 
     async def health(request: Request) -> Response:

@@ -52,7 +52,7 @@ class Fault:
     reset_seconds: float | None = None     # 429 only: X-RateLimit-Reset this many seconds from now
 
     @classmethod
-    def from_dict(cls, spec: Any) -> "Fault":
+    def from_dict(cls, spec: Any) -> Fault:
         """Validate a fault given as JSON. Raises ValueError saying what is wrong."""
         if not isinstance(spec, dict):
             raise ValueError(f"a fault is an object with a 'type', not {spec!r}")

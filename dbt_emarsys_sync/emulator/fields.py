@@ -9,9 +9,10 @@ one call per value and no type dispatch.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable
+from typing import Any
 
 # Text length limits (emarsys-api.md §4.5): shorttext 60, longtext 255, url 1000; largetext unlimited.
 TEXT_LIMITS = {"shorttext": 60, "longtext": 255, "url": 1000, "fax": 60}

@@ -96,7 +96,7 @@ class EmulatorThread:
     def token_url(self) -> str:
         return f"{self.url}/oauth2/token"
 
-    def start(self) -> "EmulatorThread":
+    def start(self) -> EmulatorThread:
         self._thread.start()
         # Wait on uvicorn's own readiness flag, not a fixed sleep.
         while not self._server.started:
@@ -111,7 +111,7 @@ class EmulatorThread:
         self._thread.join(10)
         self._sock.close()
 
-    def __enter__(self) -> "EmulatorThread":
+    def __enter__(self) -> EmulatorThread:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -37,8 +37,8 @@ class Settings:
                                     "only /api/v2 has it and v3 answers 404).", question="§10.2")
     rate_limit_window: str = _setting("sliding", "`sliding` (the last 60 s) or `fixed` (calendar "
                                       "minutes) rate-limit window.", ("sliding", "fixed"), "§10.3")
-    rate_limit_reply: str = _setting("envelope", "429 body: `envelope` (replyCode 7003, as the brief "
-                                     "fixes it) or `empty`.", ("envelope", "empty"), "§10.3")
+    rate_limit_reply: str = _setting("envelope", "429 body: `envelope` (replyCode 7003, the documented code) "
+                                     "or `empty`.", ("envelope", "empty"), "§10.3")
     shuffle_ids: bool = _setting(True, "Return `data.ids` of a batch in an order unrelated to "
                                  "`contacts[]`.", question="§10.4")
     all_rows_failed_status: int = _setting(400, "HTTP status of a contact batch in which every row "
@@ -80,7 +80,7 @@ class Settings:
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.names()}
 
-    def copy(self) -> "Settings":
+    def copy(self) -> Settings:
         return Settings(**self.as_dict())
 
     def update(self, changes: dict[str, Any]) -> list[str]:
@@ -135,4 +135,4 @@ def non_default_fields(obj: Settings) -> dict[str, Any]:
             if getattr(obj, f.name) != f.default}
 
 
-__all__ = ["Settings", "validate_setting", "setting_docs", "non_default_fields"]
+__all__ = ["Settings", "non_default_fields", "setting_docs", "validate_setting"]

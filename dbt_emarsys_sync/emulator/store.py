@@ -24,8 +24,7 @@ from itertools import repeat
 from operator import itemgetter, setitem
 from typing import Any, NamedTuple
 
-from .fields import (DEFAULT_CUSTOM_FIELDS, BadValue, FieldDef, custom_field, field_spec,
-                     system_fields)
+from .fields import DEFAULT_CUSTOM_FIELDS, BadValue, FieldDef, custom_field, field_spec, system_fields
 from .settings import Settings
 
 FIRST_CONTACT_ID = 100_000_000
@@ -85,11 +84,11 @@ class Key:
 
 def _server_zone() -> timezone:
     """Emarsys answers timestamps in its own local time without an offset (emarsys-api.md §4.5)."""
-    try:
-        from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    try:
         return ZoneInfo("Europe/Vienna")  # type: ignore[return-value]
-    except Exception:  # no tz database on this machine
+    except ZoneInfoNotFoundError:  # no tz database on this machine
         return timezone(timedelta(hours=1))
 
 
@@ -793,11 +792,10 @@ class Store:
         """POST /contactlist (emarsys-api.md §5.1): (new id, errors or None when no ids were sent)."""
         with self.lock:
             name = self._check_list_name(name)
-            if description is not None:
-                if not isinstance(description, str) or (
-                        self.options.strict_list_names and any(ch in _LIST_NAME_FORBIDDEN or ord(ch) < 32
-                                                               for ch in description)):
-                    raise ApiError(400, 3004, "Description contains invalid character(s)")
+            if description is not None and (not isinstance(description, str) or (
+                    self.options.strict_list_names
+                    and any(ch in _LIST_NAME_FORBIDDEN or ord(ch) < 32 for ch in description))):
+                raise ApiError(400, 3004, "Description contains invalid character(s)")
             found, errors = ([], None) if external_ids is None else self._members_for(key_id, external_ids)
             contact_list = ContactList(id=self.next_list_id, name=name, description=description or "",
                                        created=datetime.now(SERVER_ZONE).strftime("%Y-%m-%d %H:%M:%S"),

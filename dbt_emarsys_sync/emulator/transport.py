@@ -17,8 +17,9 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -32,7 +33,7 @@ class ConnectionDropped(Exception):
 class RequestContext:
     """Per-request facts the handlers fill in for the log and the connection layer."""
 
-    __slots__ = ("user", "keys", "fault", "dropped", "_close")
+    __slots__ = ("_close", "dropped", "fault", "keys", "user")
 
     def __init__(self, close: Callable[[], None] | None):
         self.user: str | None = None

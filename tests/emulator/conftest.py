@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -18,7 +18,7 @@ from dbt_emarsys_sync.emulator import EmulatorConfig, EmulatorThread
 def wsse_header(username: str, secret: str, created: str | None = None, nonce: str | None = None) -> str:
     """The X-WSSE header exactly as emarsys-api.md §1.2 documents it."""
     nonce = nonce or secrets.token_hex(16)
-    created = created or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    created = created or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     digest = base64.b64encode(hashlib.sha1((nonce + created + secret).encode()).hexdigest().encode()).decode()
     return (f'UsernameToken Username="{username}", PasswordDigest="{digest}", '
             f'Nonce="{nonce}", Created="{created}"')

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from tests.emulator.conftest import Api, data, fetch_token, reply, wsse_header
 
@@ -45,7 +45,7 @@ def test_wsse_digest_as_documented_with_any_key_order_and_case(emu, http):
     nonce= (the official Postman script) is accepted; +00:00 and milliseconds too."""
     config = emu.emulator.config
     nonce = secrets.token_hex(16)
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     digest = base64.b64encode(hashlib.sha1((nonce + created + config.secret).encode()).hexdigest().encode()).decode()
     assert len(digest) == 56 and digest.endswith("==")
     header = (f'UsernameToken Created="{created}", Username="{config.username}", '
@@ -66,11 +66,11 @@ def test_wsse_created_outside_five_minutes_is_time_frame_invalid(emu, http):
     """§1.2: |now - Created| > 300 s -> 401 "Unauthorized Time frame is invalid"."""
     config = emu.emulator.config
     for minutes in (-6, 6):
-        created = (datetime.now(timezone.utc) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = (datetime.now(UTC) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
         response = http.get("/api/v2/field", headers={"X-WSSE": wsse_header(config.username, config.secret, created)})
         assert reply(response) == (401, 1)
         assert response.json()["replyText"] == "Unauthorized Time frame is invalid"
-    created = (datetime.now(timezone.utc) + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = (datetime.now(UTC) + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert http.get("/api/v2/field", headers={"X-WSSE": wsse_header(config.username, config.secret, created)}
                     ).status_code == 200
 

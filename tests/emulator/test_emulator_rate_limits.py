@@ -8,6 +8,7 @@ import pytest
 
 from tests.emulator.conftest import Api, reply
 
+
 def test_every_answer_carries_the_three_headers(api, control):
     """§6: X-RateLimit-Limit, X-Ratelimit-Remaining, X-RateLimit-Reset (a unix time) on every
     response: success and request errors. (Header names are case-insensitive in HTTP; uvicorn's

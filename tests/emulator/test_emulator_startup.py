@@ -113,7 +113,7 @@ def test_cli_takes_a_config_file_flags_and_faults(tmp_path):
 def test_cli_reports_a_bad_config_file_and_exits_2(tmp_path):
     (tmp_path / "bad.yml").write_text("faults:\n  - {type: explode}\n")
     proc = subprocess.run([str(BIN), "emulator", "--port", "0", "--config", "bad.yml"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "bad.yml" in proc.stderr and "faults[0]" in proc.stderr and "explode" in proc.stderr
 
