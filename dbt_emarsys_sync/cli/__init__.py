@@ -166,7 +166,7 @@ def main(log_level: str) -> None:
 
 def guard(action):
     """Run a command body; turn our errors into a one-line message and their exit code."""
-    from ..emarsys.errors import AuthError, EmarsysConfigError, PermissionDenied
+    from ..emarsys.errors import AuthError, EmarsysConfigError, EmarsysError, PermissionDenied
     from ..spec import SpecError
 
     try:
@@ -182,6 +182,10 @@ def guard(action):
     except SyncError as exc:
         error(str(exc))
         sys.exit(exc.exit_code)
+    except EmarsysError as exc:
+        # Emarsys failed outside a sync (the field catalogue, the connection check), after retries.
+        error(str(exc))
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         error("interrupted")
         sys.exit(EXIT_FAILED)
