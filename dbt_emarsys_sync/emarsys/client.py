@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import ssl
 import threading
 import time
 from collections import Counter
@@ -154,6 +155,11 @@ def decide(method: str, path: str, outcome: httpx.Response | Exception, *, attem
             return backoff(f"{what}: could not connect in time ({type(exc).__name__})")
         if isinstance(exc, httpx.TimeoutException):
             return backoff(f"{what}: timed out waiting for the answer ({type(exc).__name__})", True)
+        if isinstance(exc, httpx.ConnectError) and _certificate_refused(exc):
+            # Not transient: retrying can't make the certificate trusted.
+            return Decision(error=EmarsysConfigError(
+                f"{what}: the server's TLS certificate could not be verified ({_short(exc)}); if it is "
+                "signed by a private CA, set EMARSYS_CA_BUNDLE to that CA's certificate file"))
         if isinstance(exc, httpx.ConnectError):
             return backoff(f"{what}: could not connect ({_short(exc)})")
         if isinstance(exc, httpx.TransportError):
@@ -228,6 +234,18 @@ def _permission(method: str, path: str) -> str:
         if m == method and pattern.match(path):
             return permission
     return f"the permission for {method} {path}"
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """The TLS handshake failed because the server's certificate didn't verify (anywhere in the chain
+    of causes httpx and httpcore wrap it in)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _short(exc: Exception) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field
 
 from .errors import EmarsysConfigError
@@ -43,7 +44,7 @@ class EmarsysSettings:
             auth_url=_url(env, "EMARSYS_AUTH_URL", DEFAULT_AUTH_URL),
             rate_limit_per_minute=_int(env, "EMARSYS_RATE_LIMIT", 1000),
             timeout_seconds=_positive_float(env, "EMARSYS_TIMEOUT", 120.0),
-            ca_bundle=env.get("EMARSYS_CA_BUNDLE") or None,
+            ca_bundle=_ca_bundle(env),
         )
         client_id, client_secret = env.get("EMARSYS_CLIENT_ID"), env.get("EMARSYS_CLIENT_SECRET")
         username, secret = env.get("EMARSYS_USERNAME"), env.get("EMARSYS_SECRET")
@@ -61,6 +62,20 @@ class EmarsysSettings:
             "missing Emarsys credentials: set EMARSYS_CLIENT_ID and EMARSYS_CLIENT_SECRET (OAuth 2.0), "
             "or EMARSYS_USERNAME and EMARSYS_SECRET (WSSE)"
         )
+
+
+def _ca_bundle(env) -> str | None:
+    """EMARSYS_CA_BUNDLE, checked now: a missing or unreadable file would otherwise fail deep in the
+    HTTP client's set-up, with no word of the setting."""
+    path = env.get("EMARSYS_CA_BUNDLE") or None
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise EmarsysConfigError(f"EMARSYS_CA_BUNDLE={path!r} can't be used as CA certificates: "
+                                 f"{getattr(exc, 'strerror', None) or exc} (it must be a PEM file)") from None
+    return path
 
 
 def _int(env, name: str, default: int) -> int:
