@@ -73,6 +73,10 @@ def person(i: int, **overrides: Any) -> dict:
     return row
 
 
+def ok_people_rows(n: int) -> list[dict]:
+    return [person(i) for i in range(1, n + 1)]
+
+
 def member(i: int) -> dict:
     return {"email": f"person.{i}@reliability.example.com", "first_name": f"First{i}"}
 

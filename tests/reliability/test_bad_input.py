@@ -36,7 +36,8 @@ from tests.reliability.support import (DATABASE, EMAIL_FIELD, LIST_NAME, PEOPLE_
                                        emulator_env, expected_contacts, person, seed_people, snapshot_keys, sql,
                                        write_audience, write_people, write_table)
 
-pytestmark = pytest.mark.reliability
+# Retries without backoff waits (stamina's test mode): an unreachable Emarsys fails in a second.
+pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("fast_retries")]
 
 OUTSIDERS = [person(i) for i in (900, 901)]    # contacts in Emarsys the model never names
 WRITES = ("/contact", "/contactlist")
@@ -400,6 +401,9 @@ ENVIRONMENT = [
     Case("env_missing_write_permission", "an API user that may read fields but not write contacts", 3,
          env={"EMARSYS_CLIENT_ID": "restricted", "EMARSYS_CLIENT_SECRET": "restricted-secret"},
          prepare=_restricted_user(["field.get"]), error="contact.update"),
+    Case("env_emarsys_unreachable", "Emarsys answers 503 to everything, past the retries", 3,
+         prepare=lambda ctx: ctx.control.add_faults({"type": "status", "status": 503, "count": 1000}),
+         error="gave up", error_also=("503",)),
     Case("env_wrong_target", "a target the profile doesn't have", 2, args=["--target", "nosuch"], error="nosuch"),
     Case("env_wrong_profile", "a profile that doesn't exist", 2, args=["--profile", "nosuch"], error="nosuch"),
     Case("env_database_locked", "another process holds the DuckDB file", 3, args=["--lock-timeout", "1"],
