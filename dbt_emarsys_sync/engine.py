@@ -36,6 +36,8 @@ from .spec import Sync
 log = logging.getLogger(__name__)
 
 MAX_LIST_KEYS = 10_000
+INTERRUPTED = ("the run was interrupted before this sync finished; the rows Emarsys acknowledged are kept, "
+               "the rest are sent by the next run")
 NOT_FOUND = 2008            # "No contact found with the external id"
 
 
@@ -242,12 +244,14 @@ def _capture(fn: Callable[[], Any]) -> Any:
 
 class Engine:
     def __init__(self, warehouse: WarehouseAccess, options: EngineOptions | None = None,
-                 run: RunOptions | None = None, progress: ProgressSink | None = None):
+                 run: RunOptions | None = None, progress: ProgressSink | None = None,
+                 stop: threading.Event | None = None):
         self.warehouse = warehouse
         self.options = options or EngineOptions()
         self.run_options = run or RunOptions()
         self.progress = progress or _NoProgress()
-        self._stop = threading.Event()
+        # Set (by a signal handler, or `cancel`) to stop every sync at its next batch.
+        self._stop = stop or threading.Event()
 
     def cancel(self) -> None:
         """Stop every sync at its next batch (called from another thread, e.g. on Ctrl-C)."""
@@ -255,8 +259,7 @@ class Engine:
 
     def _should_stop(self, failures: list[Exception]) -> bool:
         if self._stop.is_set() and not failures:
-            failures.append(Interrupted("the run was interrupted before this sync finished; the rows "
-                                        "Emarsys acknowledged are kept, the rest are sent by the next run"))
+            failures.append(Interrupted(INTERRUPTED))
         return bool(failures)
 
     @property
@@ -268,6 +271,9 @@ class Engine:
     def plan(self, job: SyncJob, client: EmarsysClient | None = None) -> None:
         """Lock, recover, diff (in the job's own warehouse connection). Failures end the job's report."""
         report, store = job.report, self.store
+        if self._stop.is_set():
+            report.finish("failed", INTERRUPTED)
+            return
         t0 = time.monotonic()
         with self.warehouse.connection(f"emarsys-{job.name}"):
             try:
@@ -467,6 +473,8 @@ class Engine:
             outcome: tuple[str | None, str] = (None, "")
             completed = False
             try:
+                if self._should_stop([]):
+                    raise Interrupted(INTERRUPTED)
                 if job.is_mirror:
                     self._check_safety(job)
                     self._send_mirror(job, client)
@@ -496,8 +504,7 @@ class Engine:
                         outcome = ("failed", f"could not record the acknowledged rows (the next run "
                                              f"will): {exc}")
                 if outcome[0] is None and not completed:     # KeyboardInterrupt on this thread
-                    outcome = ("failed", "the run was interrupted before this sync finished; the rows Emarsys "
-                                         "acknowledged are kept, the rest are sent by the next run")
+                    outcome = ("failed", INTERRUPTED)
                 if report.failed_retryable and outcome[0] is None:
                     outcome = ("failed", f"{report.failed_retryable} rows could not be sent; they are sent "
                                          "again on the next run")
@@ -554,11 +561,11 @@ class Engine:
                     batcher.reject(row.seq, row.key, "too_large", str(exc))
                     continue
                 if full is not None:
+                    if self._should_stop(failures):
+                        return
                     yield full
-                if self._should_stop(failures):
-                    return
         last = batcher.flush(hi)
-        if last is not None and not failures:
+        if last is not None and not self._should_stop(failures):
             yield last
 
     @staticmethod

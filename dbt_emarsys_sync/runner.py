@@ -52,6 +52,9 @@ class RunRequest:
     lock_timeout: float = 60.0                 # seconds to wait for another run of the same sync
     batch_size: int | None = None              # contacts per request (at most 1000)
     samples: int = 5                           # dry run: sample rows per category
+    # Set it (e.g. from a signal handler) to stop the syncs at their next batch, keeping what Emarsys
+    # acknowledged; the syncs under way end as failed ("interrupted").
+    stop: threading.Event | None = field(default=None, compare=False)
 
     def dbt_args(self) -> DbtArgs:
         return DbtArgs(project_dir=self.project_dir, profiles_dir=self.profiles_dir, target=self.target,
@@ -204,7 +207,8 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
                 engine = Engine(source, options, RunOptions(dry_run=request.dry_run,
                                                             full_refresh=request.full_refresh,
                                                             allow_mass_removal=request.allow_mass_removal,
-                                                            samples=request.samples), progress)
+                                                            samples=request.samples), progress,
+                                stop=request.stop)
                 if request.dry_run:
                     catalog = clients.catalog()
                     _parallel(threads, jobs, lambda job: engine.preview(job, clients.new(), catalog),

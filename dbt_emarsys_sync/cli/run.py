@@ -8,7 +8,8 @@ import threading
 
 import click
 
-from . import console, dbt_options, gating_options, guard, main, parse_vars, print_json, split_selection
+from . import console, dbt_options, err_console, gating_options, guard, main, parse_vars, print_json, \
+    split_selection
 
 
 def sync_options(func):
@@ -40,14 +41,23 @@ def sync_options(func):
     return func
 
 
-def _stop_on_sigterm() -> None:
-    """A CI job cancelled with SIGTERM stops like Ctrl-C: requests in flight finish and what Emarsys
-    acknowledged is recorded (SIGKILL loses nothing either: the next run recovers the plan)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+def _graceful_stop() -> threading.Event | None:
+    """Ctrl-C or SIGTERM (a cancelled CI job): the syncs stop at their next batch, the requests in
+    flight finish, what Emarsys acknowledged is recorded and the results file is written. A second
+    signal stops at once (nothing is lost either: the next run recovers the interrupted plan)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    stop = threading.Event()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+    def on_signal(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err_console.print("stopping after the requests in flight (signal again to stop at once)")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
 
 
 def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, select, exclude, selector, state,
@@ -55,13 +65,13 @@ def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, selec
          lock_timeout, batch_size, samples, output, dbt_cloud_run_id=None, dbt_cloud_job_id=None) -> None:
     from ..runner import RunRequest, run_syncs
 
-    _stop_on_sigterm()
+    stop = _graceful_stop()
     request = RunRequest(project_dir=project_dir, profiles_dir=profiles_dir, target=target, profile=profile,
                          vars=parse_vars(vars_), select=split_selection(select), exclude=split_selection(exclude),
                          selector=selector, state=state, ignore_build_results=ignore_build_results,
                          artifacts_dir=artifacts_dir, dry_run=dry_run, full_refresh=full_refresh,
                          allow_mass_removal=allow_mass_removal, threads=threads, state_schema=state_schema,
-                         lock_timeout=lock_timeout, batch_size=batch_size, samples=samples)
+                         lock_timeout=lock_timeout, batch_size=batch_size, samples=samples, stop=stop)
     if dbt_cloud_run_id is not None or dbt_cloud_job_id is not None:
         from ..cloud.run import run_from_cli
 

@@ -283,9 +283,12 @@ def test_sigterm_stops_cleanly_keeping_what_was_acknowledged(sample_project, emu
     finally:
         proc.kill()
     assert proc.returncode == 3, stderr
-    assert "interrupted" in stderr
-    interrupted = results(sample_project)["shop_contacts"]
+    assert "stopping after the requests in flight" in stderr
+    report = results(sample_project)
+    interrupted = report["shop_contacts"]
     assert interrupted["status"] == "failed" and "interrupted" in interrupted["message"]
+    # Stopped before its turn (one sync at a time): the list sync sent nothing.
+    assert report["vip_list"]["status"] == "failed" and report["vip_list"]["sent"] == 0
     assert 0 < interrupted["acknowledged"] < len(model_keys(sample_project, "emarsys_contacts"))
     state = json.loads(run_cli(["state", "show", "--output", "json"], cwd=sample_project, env=env).stdout)
     shop = next(s for s in state["syncs"] if s["sync"] == "shop_contacts")
