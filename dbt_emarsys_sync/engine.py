@@ -449,11 +449,18 @@ class Engine:
     def prepare(self, job: SyncJob, catalog: FieldCatalog) -> None:
         """The row mapper; raises ConfigError naming the file, model and sync."""
         sync = job.sync
+        where = f"{sync.model.yaml_path}: model {sync.model.name}: sync {sync.name}"
         try:
             job.mapper = RowMapper(sync.spec, catalog, list(job.shape.column_types))
         except MappingError as exc:
-            raise ConfigError(f"{sync.model.yaml_path}: model {sync.model.name}: sync {sync.name}: {exc}") \
-                from None
+            raise ConfigError(f"{where}: {exc}") from None
+        key_is_email = job.mapper.key_field is not None and job.mapper.key_field.id == EMAIL_FIELD_ID
+        if key_is_email != job.shape.email_key:
+            # The warehouse normalised (or not) the keys by the declared name, before the catalogue was
+            # known; a name for the email field other than these would normalise differently.
+            raise ConfigError(f"{where}: key.field {sync.spec.key.field!r} is "
+                              f"{'' if key_is_email else 'not '}Emarsys's email field; write it as "
+                              f"{'`email` (or 3)' if key_is_email else 'its field id'}")
 
     def abandon(self, job: SyncJob, reason: str) -> None:
         """Give up a planned job before anything was sent (another sync's configuration error)."""
