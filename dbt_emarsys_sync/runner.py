@@ -243,6 +243,11 @@ def _jobs(source: DbtWarehouseSource, syncs: Iterable) -> list[SyncJob]:
         except ConfigError as exc:
             problems.append(str(exc))
             continue
+        except Exception as exc:  # noqa: BLE001 - the warehouse's own error, e.g. a broken view
+            # A model that can't be read stops the run before anything is sent: never an empty audience.
+            problems.append(f"{sync.model.yaml_path}: model {sync.model.name}: sync {sync.name}: the model "
+                            f"can't be read: {' '.join(str(exc).split())[:500]}")
+            continue
         report = SyncReport(sync.name, sync.model.name, sync.spec.object, sync.spec.behaviour)
         report.start()
         jobs.append(SyncJob(sync, shape, report))

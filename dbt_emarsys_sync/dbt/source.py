@@ -112,7 +112,16 @@ class DbtWarehouseSource:
             raise ConfigError(f"model {model.name} is ephemeral: there is no relation to read; "
                               "materialize it as a table or view to sync it")
         with self.connection(f"emarsys-{sync.name}") as adapter:
-            return [(c.name, c.data_type) for c in relation_columns(adapter, model.relation_name, model.name)]
+            columns = [(c.name, c.data_type) for c in relation_columns(adapter, model.relation_name, model.name)]
+            if not columns:
+                # A view whose query no longer binds (a table under it was dropped) lists no columns on
+                # some adapters: read it, so the error says why, instead of "column not in the model".
+                try:
+                    Warehouse(adapter).fetch(f"select * from {model.relation_name} where 1 = 0")
+                except Exception as exc:  # noqa: BLE001 - the warehouse's own error, reported as is
+                    raise ConfigError(f"model {model.name} can't be read ({model.relation_name}): "
+                                      f"{_first_line(exc)}") from None
+            return columns
 
     def rows(self, sync: Sync, columns: list[str]) -> Iterator[list[tuple]]:
         """Every row of the model's `columns` (streaming); the engine itself reads plans instead."""
@@ -124,5 +133,9 @@ class DbtWarehouseSource:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    """The warehouse's message on one line, without dbt's "Runtime Error"/"Database Error" heading."""
+    text = " ".join(str(exc).split())
+    for heading in ("Runtime Error ", "Database Error ", "Compilation Error "):
+        if text.startswith(heading):
+            text = text[len(heading):]
+    return text[:300] or type(exc).__name__

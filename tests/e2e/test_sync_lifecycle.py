@@ -301,3 +301,21 @@ def test_sigterm_stops_cleanly_keeping_what_was_acknowledged(sample_project, emu
     again = results(sample_project)["shop_contacts"]
     assert again["recovered"] == 0
     assert again["sent"] == len(model_keys(sample_project, "emarsys_contacts")) - interrupted["acknowledged"]
+
+
+def test_an_audience_that_cannot_be_read_is_an_error_not_an_empty_list(sample_project, emulator):
+    env = emulator_env(emulator)
+    assert run_cli(["run"], cwd=sample_project, env=env).returncode == 1
+    members = vip_members(emulator)
+    # The audience becomes a view over a table that then disappears: reading it fails.
+    con = duckdb.connect(str(sample_project / "target" / "sample_shop.duckdb"))
+    con.execute("create table main.vip_source as select * from main.vip_customers")
+    con.execute("drop table main.vip_customers")
+    con.execute("create view main.vip_customers as select * from main.vip_source")
+    con.execute("drop table main.vip_source")
+    con.close()
+    broken = run_cli(["run", "--select", "vip_customers", "--ignore-build-results"], cwd=sample_project, env=env)
+    assert broken.returncode == 2, broken.output
+    assert "model vip_customers can't be read" in broken.stderr and "vip_source" in broken.stderr
+    assert "Traceback" not in broken.output
+    assert vip_members(emulator) == members
