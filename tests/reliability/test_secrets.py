@@ -142,18 +142,14 @@ def test_no_command_prints_or_stores_a_secret(project, secret_emulator):
     command("run wsse (skewed clock)", ["run", "--select", "contacts"], s.env(emu, "wsse"), (0,))
     control.settings(clock_skew=0)
     command("plan", ["plan"], s.env(emu), (0, 1))
-    command("plan json", ["plan", "--output", "json"], s.env(emu), (0, 1))
     command("validate", ["validate"], s.env(emu), (0,))
-    command("validate json", ["validate", "--output", "json"], s.env(emu), (0,))
     command("ls", ["ls", "--output", "json"], s.env(emu), (0,))
-    command("state show", ["state", "show"], s.env(emu), (0,))
-    command("state show json", ["state", "show", "--output", "json"], s.env(emu), (0,))
+    command("state show", ["state", "show", "--output", "json"], s.env(emu), (0,))
     command("exposures", ["exposures"], s.env(emu), (0,))
     # Refused credentials: the error names the settings, never their values.
-    wrong = s.env(emu, EMARSYS_CLIENT_SECRET=s.client_secret + "-wrong")
-    command("run, wrong OAuth secret", ["run"], wrong, (2,))
-    command("validate, wrong OAuth secret", ["validate"], wrong, (2,))
-    command("run, wrong WSSE secret", ["run"], s.env(emu, "wsse", EMARSYS_SECRET=s.wsse_secret + "-wrong"), (2,))
+    command("run, wrong OAuth secret", ["run"], s.env(emu, EMARSYS_CLIENT_SECRET=s.client_secret + "-wrong"), (2,))
+    command("validate, wrong WSSE secret", ["validate"], s.env(emu, "wsse", EMARSYS_SECRET=s.wsse_secret + "-wrong"),
+            (2,))
     control.close()
     assert len(s.tokens) >= 3, "the runs should have fetched several tokens (ttl 2 s)"
 
