@@ -215,7 +215,7 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
                               engine.cancel)
                 else:
                     with _Heartbeat(source, jobs):
-                        _run_jobs(engine, project, clients, jobs, threads, request)
+                        _run_jobs(engine, project, source, clients, jobs, threads, request)
                 for job in jobs:
                     progress.done(job.name, job.report)
             report.syncs += [job.report for job in jobs]
@@ -257,8 +257,8 @@ def _jobs(source: DbtWarehouseSource, syncs: Iterable) -> list[SyncJob]:
     return jobs
 
 
-def _run_jobs(engine: Engine, project: DbtProject, clients: _Clients, jobs: list[SyncJob], threads: int,
-              request: RunRequest) -> None:
+def _run_jobs(engine: Engine, project: DbtProject, source: DbtWarehouseSource, clients: _Clients,
+              jobs: list[SyncJob], threads: int, request: RunRequest) -> None:
     for job in jobs:
         job.report.full_refresh = request.full_refresh
     try:
@@ -281,6 +281,7 @@ def _run_jobs(engine: Engine, project: DbtProject, clients: _Clients, jobs: list
         if problems:
             raise ConfigError(problems[0] if len(problems) == 1 else
                               f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
+        source.sending()
         _parallel(threads, sending, lambda job: engine.send(job, clients.new()), engine.cancel)
     finally:
         # Whatever stopped the run (a configuration error, Ctrl-C), no plan stays locked unsent.

@@ -21,7 +21,8 @@ from .warehouse import Warehouse, is_database_file_locked, wait_pause
 log = logging.getLogger(__name__)
 
 DUCKDB_MEMORY_ENV = "EMARSYS_SYNC_DUCKDB_MEMORY_LIMIT"
-DEFAULT_DUCKDB_MEMORY_LIMIT = "200MB"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "200MB"         # while diffing: a million-row diff's hash tables fit
+DEFAULT_DUCKDB_SEND_MEMORY_LIMIT = "100MB"    # while sending: plan pages and checkpoints only
 
 
 class WarehouseBusy(SyncFailed):
@@ -35,6 +36,7 @@ class DbtWarehouseSource:
         self.state_schema = state_schema
         self._store: StateStore | None = None
         self._local = threading.local()
+        self._memory_caps: tuple[str, str] | None = None
 
     @contextmanager
     def connection(self, name: str) -> Iterator[Any]:
@@ -89,15 +91,30 @@ class DbtWarehouseSource:
         """DuckDB runs in this process and by default may use 80% of the machine's memory for its
         buffers: a million-row plan would take the process's memory far past what it needs. Unless the
         profile sets its own `memory_limit`, cap it (DuckDB spills to disk beyond it)."""
+        self._memory_caps = None
         if adapter.type() != "duckdb":
             return
-        limit = os.environ.get(DUCKDB_MEMORY_ENV, DEFAULT_DUCKDB_MEMORY_LIMIT).strip()
         settings = getattr(adapter.config.credentials, "settings", None) or {}
-        if not limit or limit.lower() in ("off", "none") or "memory_limit" in settings:
+        if "memory_limit" in settings:
             return
-        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", limit, re.IGNORECASE):
-            raise ConfigError(f"{DUCKDB_MEMORY_ENV} must be a size such as 512MB or 2GB, got {limit!r}")
-        Warehouse(adapter).execute(f"set memory_limit = '{limit}'")
+        chosen = os.environ.get(DUCKDB_MEMORY_ENV)
+        if chosen is not None:
+            chosen = chosen.strip()
+            if not chosen or chosen.lower() in ("off", "none"):
+                return
+            if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", chosen, re.IGNORECASE):
+                raise ConfigError(f"{DUCKDB_MEMORY_ENV} must be a size such as 512MB or 2GB, got {chosen!r}")
+            self._memory_caps = (chosen, chosen)
+        else:
+            self._memory_caps = (DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_DUCKDB_SEND_MEMORY_LIMIT)
+        Warehouse(adapter).execute(f"set memory_limit = '{self._memory_caps[0]}'")
+
+    def sending(self) -> None:
+        """The plans are made: sending only reads them a page at a time and writes small checkpoints,
+        so DuckDB's buffers can shrink to leave room for the requests in flight."""
+        if self._memory_caps and self._memory_caps[1] != self._memory_caps[0]:
+            with self.connection("emarsys-sync") as adapter:
+                Warehouse(adapter).execute(f"set memory_limit = '{self._memory_caps[1]}'")
 
     @property
     def store(self) -> StateStore:
