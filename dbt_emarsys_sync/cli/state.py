@@ -65,6 +65,8 @@ def reset(sync_names, yes, **kwargs) -> None:
     from ..runner import reset_state
 
     request = _request(**kwargs)
+    if not (sync_names or request.select or request.exclude):
+        raise click.UsageError("say which syncs to reset: --select (dbt selection) or --sync NAME")
     if not yes:
         which = ", ".join(sync_names) or " ".join(request.select) or "the selected syncs"
         click.confirm(f"Reset the state of {which}? Their next run sends every row again", abort=True)
@@ -102,5 +104,6 @@ def _render(result: dict) -> None:
             codes = ", ".join(f"{c}: {n}" for c, n in item["rejected_by_code"].items())
             console.print(f"{item['sync']}: rejected rows ({codes}), for example:", markup=False)
             for sample in item["rejected_samples"]:
-                console.print(f"  - {sample['key']}: [{sample['code']}] {sample['message']} (run {sample['run_id']})",
-                              markup=False, highlight=False)
+                rows = f", {sample['rows']} rows" if sample.get("rows", 1) > 1 else ""
+                console.print(f"  - {sample['key']}: [{sample['code']}] {sample['message']} (run {sample['run_id']}"
+                              f"{rows})", markup=False, highlight=False)

@@ -694,9 +694,10 @@ from rows_"""
         last = wh.fetch_one(f"select max(synced_at) from {self.snapshot} where sync_name = {me}")
         by_code = {r[0]: int(r[1]) for r in wh.fetch(
             f"select code, count(*) from {self.rejected} where sync_name = {me} group by code order by code")}
-        rejected_samples = [{"key": r[0], "code": r[1], "message": r[2], "run_id": r[3]} for r in wh.fetch(
-            f"select sync_key, code, message, run_id from {self.rejected} where sync_name = {me} "
-            f"order by rejected_at desc, sync_key limit {int(samples)}")]
+        rejected_samples = [{"key": r[0], "code": r[1], "message": r[2], "run_id": r[3], "rows": int(r[4])}
+                            for r in wh.fetch(
+            f"select sync_key, code, message, max(run_id), count(*) from {self.rejected} where sync_name = {me} "
+            f"group by sync_key, code, message order by max(rejected_at) desc, sync_key limit {int(samples)}")]
         runs = [dict(zip(("run_id", "status", "started_at", "finished_at", "acknowledged", "removed", "rejected",
                           "message"), r)) for r in wh.fetch(
             f"select run_id, status, started_at, finished_at, acknowledged, removed, rejected, message "
