@@ -31,7 +31,7 @@ import orjson
 import stamina
 
 from .auth import OAuthClientCredentials, TokenEndpointUnavailable, WsseAuth, is_time_frame_error
-from .batching import MAX_LIST_IDS, MAX_READ_KEYS, InFlightKeys, max_body_bytes
+from .batching import MAX_READ_KEYS, InFlightKeys, chunk_list_ids, max_body_bytes
 from .errors import (AuthError, ContactListExists, ContactListNotFound, EmarsysConfigError, EmarsysError,
                      EndpointUnavailable, PermissionDenied, RequestRejected, TransientError)
 from .ratelimit import RateLimiter, limiter_for, reset_wait, server_time
@@ -553,31 +553,38 @@ class EmarsysClient:
             raise EmarsysError(f"GET /contactlist/{list_id}/count returned no count") from None
 
     def add_to_list(self, list_id: int, key_id: int | str, keys: list[str]) -> BatchOutcome:
-        """`POST /contactlist/{id}/add`: at most 10,000 keys (see batching.chunk_list_ids). Keys whose
-        contact doesn't exist (2008) or isn't unique (2010) come back rejected; the rest acknowledged."""
+        """`POST /contactlist/{id}/add`. Keys whose contact doesn't exist (2008) or isn't unique (2010)
+        come back rejected; the rest acknowledged. Emarsys takes at most 10,000 keys per request: send
+        chunks of that size (batching.chunk_list_ids); a longer list is split here, and if any of its
+        requests fails as a whole, every key of the call is failed-retryable (adding is idempotent)."""
         return self._list_members("add", list_id, key_id, keys)
 
     def remove_from_list(self, list_id: int, key_id: int | str, keys: list[str]) -> BatchOutcome:
-        """`POST /contactlist/{id}/delete`: removes membership only, at most 10,000 keys."""
+        """`POST /contactlist/{id}/delete`: removes membership only; sizes as for `add_to_list`."""
         return self._list_members("delete", list_id, key_id, keys)
 
     def _list_members(self, action: str, list_id: int, key_id: int | str, keys: list[str]) -> BatchOutcome:
         keys = _unique(keys)
-        if len(keys) > MAX_LIST_IDS:
-            raise ValueError(f"{len(keys)} keys in one contact-list call; at most {MAX_LIST_IDS} "
-                             "(split them with batching.chunk_list_ids)")
+        outcome = BatchOutcome()
         if not keys:
-            return BatchOutcome()
-        body = orjson.dumps({"key_id": str(key_id), "external_ids": keys})
+            return outcome
+        path = f"/contactlist/{int(list_id)}/{action}"
         with self._holding(key_id, keys):
-            try:
-                env = self.request("POST", f"/contactlist/{int(list_id)}/{action}", body=body)
-            except TransientError as exc:
-                raise TransientError(str(exc), keys) from None
-            except RequestRejected as exc:
-                return _every_key_failed(keys, exc)
-        data = env.data if isinstance(env.data, dict) else {}
-        return _per_key_outcome(keys, data.get("errors"))
+            for chunk in chunk_list_ids(keys):
+                body = orjson.dumps({"key_id": str(key_id), "external_ids": chunk})
+                try:
+                    env = self.request("POST", path, body=body)
+                except TransientError as exc:
+                    raise TransientError(str(exc), keys) from None
+                except RequestRejected as exc:
+                    part = _every_key_failed(chunk, exc)
+                else:
+                    data = env.data if isinstance(env.data, dict) else {}
+                    part = _per_key_outcome(chunk, data.get("errors"))
+                outcome.acknowledged += part.acknowledged
+                outcome.rejected.update(part.rejected)
+                outcome.unmatched_errors.update(part.unmatched_errors)
+        return outcome
 
     def iter_list_member_ids(self, list_id: int, page_size: int = 10_000) -> Iterator[list[int]]:
         """`GET /contactlist/{id}/contactIds`, one page of internal contact ids at a time. Follows the

@@ -60,11 +60,18 @@ def test_add_and_remove_members_match_outcomes_by_key(client, emu):
     assert client.count_contact_list(list_id) == 1
 
 
-def test_member_calls_refuse_more_than_10000_keys_before_sending(client):
+def test_member_calls_over_10000_keys_are_split_into_requests_emarsys_accepts(client, emu):
+    emails = [f"big{i:05d}@example.com" for i in range(MAX_LIST_IDS + 500)]
+    for start in range(0, len(emails), 1000):
+        seed(client, emails[start:start + 1000])
+    list_id = client.create_contact_list("Big audience")
     before = client.requests_sent
-    with pytest.raises(ValueError, match="10000"):
-        client.add_to_list(1, EMAIL, [f"k{i}@example.com" for i in range(MAX_LIST_IDS + 1)])
-    assert client.requests_sent == before
+    added = client.add_to_list(list_id, EMAIL, emails + ["ghost@example.com"])
+    assert client.requests_sent - before == 2
+    assert added.acknowledged == emails and list(added.rejected) == ["ghost@example.com"]
+    assert client.count_contact_list(list_id) == len(emails)
+    removed = client.remove_from_list(list_id, EMAIL, emails)
+    assert removed.acknowledged == emails and client.count_contact_list(list_id) == 0
 
 
 def test_unknown_list_is_list_not_found(client):

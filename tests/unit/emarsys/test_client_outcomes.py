@@ -147,3 +147,21 @@ def test_every_key_ends_acknowledged_or_rejected_exactly_once(keys, data):
     assert set(outcome.acknowledged) | set(outcome.rejected) == set(keys)
     assert not set(outcome.acknowledged) & set(outcome.rejected)
     assert set(outcome.rejected) == set(failed) and not outcome.unmatched_errors
+
+
+def test_a_split_list_call_whose_second_request_fails_marks_every_key_retryable():
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "tok", "expires_in": 3600})
+        calls.append(len(orjson.loads(request.content)["external_ids"]))
+        if len(calls) == 1:
+            return httpx.Response(200, json={"replyCode": 0, "replyText": "OK", "data": {"errors": []}})
+        return httpx.Response(503, json={"replyCode": 1003, "replyText": "down", "data": ""})
+
+    keys = [f"k{i}" for i in range(10_001)]
+    with stamina.set_testing(True, attempts=2), client_for(httpx.MockTransport(handler)) as client:
+        with pytest.raises(TransientError) as err:
+            client.add_to_list(7, 3, keys)
+    assert calls == [10_000, 1, 1] and err.value.keys == keys
