@@ -11,6 +11,7 @@ tests write with DuckDB: a test changes a model's rows (or its column types) wit
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -239,19 +240,30 @@ def emulator_env(emu, scheme: str = "oauth", **extra: str) -> dict[str, str]:
     return env
 
 
-def cli(project: Path, args: list[str], env: dict[str, str]) -> Outcome:
+def cli(project: Path, args: list[str], env: dict[str, str], *, logs: bool = False) -> Outcome:
     """`dbt-emarsys-sync ARGS` in this process (click's test runner: the real command, its exit code
     and its output), from the project directory as a user runs it. In-process, dbt stays imported
-    between runs: a run takes a second instead of seven."""
+    between runs: a run takes a second instead of seven.
+
+    `logs`: the command's log lines reach its stderr, as in a process of its own. (Under pytest the
+    root logger already has pytest's handlers, so the command's `logging.basicConfig` would add none:
+    they are set aside for the call.)"""
     # Unset whatever the surrounding environment says about Emarsys or dbt; set only `env`.
     full_env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("EMARSYS_", "DBT_"))}
     full_env.update(env)
     previous = os.getcwd()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    if logs:
+        root.handlers = []
     os.chdir(project)
     try:
         result = CliRunner().invoke(cli_main, args, env=full_env, catch_exceptions=True)
     finally:
         os.chdir(previous)
+        if logs:
+            root.handlers = saved_handlers
+            root.setLevel(saved_level)
     exception = result.exception if not isinstance(result.exception, SystemExit) else None
     outcome = Outcome(result.exit_code, result.stdout, result.stderr, exception)
     if exception is not None:

@@ -110,7 +110,7 @@ def test_two_concurrent_runs_postgres(postgres_server, built_project, tmp_path, 
 
 
 SYNCS = 20
-PER_SYNC = 150           # rows per sync: with --batch-size 50, three contact requests each
+PER_SYNC = 100           # rows per sync: with --batch-size 50, two contact requests each
 
 
 def _add_twenty_syncs(project: Path) -> None:
@@ -159,12 +159,13 @@ def test_twenty_syncs_share_one_rate_limit(project, tmp_path):
         requests, seconds = _twenty_syncs(project, emu, client_limit=limit)
     api = [r for r in requests if r["path"].startswith("/api/")]
     assert not [r for r in api if r["status"] == 429], "the emulator answered 429"
-    assert len(api) >= SYNCS * 3
-    # One limit for all: request starts are paced at the limit (10 a second), not sent at once.
+    assert len(api) >= SYNCS * 2
+    # One limit for all: request starts are paced at the limit (10 a second), where twenty limiters of
+    # their own would let the syncs' first requests out together.
     starts = sorted(r["time"] for r in api)
-    per_second = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
-    assert per_second <= limit / 60 + 3, f"{per_second} requests within one second"
-    print(f"twenty syncs: {len(api)} API requests in {seconds:.1f}s, at most {per_second} in a second")
+    span = starts[-1] - starts[0]
+    assert span >= 0.8 * (len(starts) - 1) / (limit / 60), f"{len(starts)} requests within {span:.1f}s"
+    print(f"twenty syncs: {len(api)} API requests over {span:.1f}s, the run took {seconds:.1f}s")
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Secrets stay secret, and TLS is verified.
 
-Every command (`run`, `plan`, `validate`, `ls`, `state show`, `exposures`), as its own process with
-`--log-level debug`, with distinctive OAuth and WSSE secrets, through the paths most likely to print
+Every command (`run`, `plan`, `validate`, `ls`, `state show`, `exposures`) with `--log-level debug`
+(the runs as processes of their own, the others in-process with their log lines captured), with distinctive OAuth and WSSE secrets, through the paths most likely to print
 one: retries, a token refresh, a refused credential, a skewed WSSE clock, rejected rows. Then every
 place they could land is scanned for the secrets, for the Basic-auth header derived from the OAuth
 secret, for the bearer tokens the emulator issued and for WSSE headers: stdout, stderr, every file the
@@ -123,8 +123,11 @@ def test_no_command_prints_or_stores_a_secret(project, secret_emulator):
     debug = ["--log-level", "debug"]
     outcomes = {}
 
-    def command(name: str, args: list[str], env: dict, expect: tuple[int, ...]) -> None:
-        outcome = cli_subprocess(project, [*debug, *args], env)
+    def command(name: str, args: list[str], env: dict, expect: tuple[int, ...], own_process: bool = False) -> None:
+        # The runs as processes of their own; the other commands in-process, their debug log lines
+        # captured on their stderr all the same (support.cli).
+        outcome = cli_subprocess(project, [*debug, *args], env) if own_process else \
+            cli(project, [*debug, *args], env, logs=True)
         assert outcome.exit_code in expect, f"{name}: {outcome.describe()}"
         assert "Traceback" not in outcome.output, f"{name}: {outcome.describe()}"
         outcomes[name] = outcome
@@ -136,18 +139,20 @@ def test_no_command_prints_or_stores_a_secret(project, secret_emulator):
     control.add_faults({"type": "status", "status": 503, "count": 2, "path": "/contact"},
                        {"type": "drop", "count": 1, "path": "/contact"},
                        {"type": "slow", "seconds": 2.5, "count": 1, "path": "/contactlist"})
-    command("run oauth", ["run"], s.env(emu), (1,))
+    command("run oauth", ["run"], s.env(emu), (1,), own_process=True)
     control.settings(clock_skew=400)           # WSSE: refused as outside the time frame, then re-signed
     write_people(project, [person(i, first_name=f"Changed{i}") for i in range(1, 21)])
-    command("run wsse (skewed clock)", ["run", "--select", "contacts"], s.env(emu, "wsse"), (0,))
+    command("run wsse (skewed clock)", ["run", "--select", "contacts"], s.env(emu, "wsse"), (0,), own_process=True)
     control.settings(clock_skew=0)
+    # Refused credentials: the error names the settings, never their values.
+    command("run, wrong OAuth secret", ["run"], s.env(emu, EMARSYS_CLIENT_SECRET=s.client_secret + "-wrong"), (2,),
+            own_process=True)
+    # In-process from here on (this process then keeps the DuckDB file open: no other process after).
     command("plan", ["plan"], s.env(emu), (0, 1))
     command("validate", ["validate"], s.env(emu), (0,))
     command("ls", ["ls", "--output", "json"], s.env(emu), (0,))
     command("state show", ["state", "show", "--output", "json"], s.env(emu), (0,))
     command("exposures", ["exposures"], s.env(emu), (0,))
-    # Refused credentials: the error names the settings, never their values.
-    command("run, wrong OAuth secret", ["run"], s.env(emu, EMARSYS_CLIENT_SECRET=s.client_secret + "-wrong"), (2,))
     command("validate, wrong WSSE secret", ["validate"], s.env(emu, "wsse", EMARSYS_SECRET=s.wsse_secret + "-wrong"),
             (2,))
     control.close()
@@ -169,6 +174,7 @@ def test_no_command_prints_or_stores_a_secret(project, secret_emulator):
     assert not found, f"secrets found: {found}"
     # The debug logs did log the requests (so the scan looked at something real).
     assert "HTTP Request" in outcomes["run oauth"].stderr and "retrying" in outcomes["run oauth"].stderr
+    assert "DEBUG" in outcomes["validate"].stderr, "the in-process commands' logs were not captured"
 
 
 def test_client_objects_and_errors_carry_no_secret(secret_emulator):
