@@ -69,8 +69,11 @@ def test_signed_completion_syncs_the_run_once(cloud, build_artifacts, start_serv
     assert {c["3"] for c in contacts} == expected_emails
     run_dir = cloud_project / "target" / "dbt_cloud" / "run-101"
     report = json.loads((run_dir / "emarsys_sync_results.json").read_text())
+    # Both syncs upsert contacts (the VIP mirror upserts its members first), concurrently, so which
+    # one creates a given contact varies; together they created each contact exactly once.
+    assert sum(r["created"] for r in report["results"]) == len(contacts)
     contacts_result = next(r for r in report["results"] if r["name"] == "shop_contacts")
-    assert contacts_result["created"] == len(contacts)
+    assert contacts_result["acknowledged"] == len(contacts)
     assert [row["status"] for row in service.ledger.rows()] == ["rejected_rows"]
     assert service.ledger.rows()[0]["run_id"] == 101 and service.ledger.rows()[0]["attempts"] == 1
 
