@@ -251,8 +251,14 @@ class StateStore:
             except Exception:
                 if not wh.schema_exists(self.schema):   # another process created it at the same time
                     raise
-        wh.execute(f"create table if not exists {self.version_table} (version integer not null, "
-                   f"applied_at {wh.timestamp_type}, tool_version {wh.text_type})")
+        try:
+            wh.execute(f"create table if not exists {self.version_table} (version integer not null, "
+                       f"applied_at {wh.timestamp_type}, tool_version {wh.text_type})")
+        except Exception:
+            # Two runs starting on a new schema at once: PostgreSQL's `if not exists` is no guard against
+            # a concurrent create (a duplicate pg_type row); the other run's table is as good.
+            if not wh.table_exists(self.schema, "schema_version"):
+                raise
         current = self.version()
         if current > SCHEMA_VERSION:
             raise ConfigError(
