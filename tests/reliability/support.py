@@ -41,6 +41,10 @@ PEOPLE_COLUMNS = {
     "lifetime_value": "decimal(12, 2)", "loyalty_tier": "varchar", "birth_date": "date", "notes": "varchar",
 }
 AUDIENCE_COLUMNS = {"email": "varchar", "first_name": "varchar"}
+# raw_typed (the `typed` sync): text by default; a case gives the columns it tests their own types.
+TYPED_COLUMNS = {"email": "varchar", "first_name": "varchar", "last_name": "varchar", "notes": "varchar",
+                 "optin": "varchar", "lifetime_value": "varchar", "birth_date": "varchar", "signed_up_at": "varchar",
+                 "categories": "varchar"}
 
 # Model column -> the Emarsys field id it is mapped to (project/models/_models.yml).
 FIELD_IDS = {"first_name": "1", "last_name": "2", "optin": "31", "lifetime_value": "5001",
@@ -135,6 +139,7 @@ def build_project(dest: Path) -> Path:
     _pin_database(dest)
     write_people(dest, [person(i) for i in range(1, 6)])
     write_audience(dest, [member(i) for i in range(1, 6)])
+    write_table(dest, "raw_typed", TYPED_COLUMNS, [{"email": member(i)["email"]} for i in range(1, 3)])
     run_dbt(["build"], cwd=dest)
     return dest
 

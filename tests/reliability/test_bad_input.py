@@ -32,7 +32,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from tests.reliability.support import (DATABASE, EMAIL_FIELD, LIST_NAME, PEOPLE_COLUMNS, STATE_SCHEMA, Control, cli,
+from tests.reliability.support import (DATABASE, EMAIL_FIELD, LIST_NAME, PEOPLE_COLUMNS, STATE_SCHEMA, TYPED_COLUMNS,
+                                       Control, cli,
                                        emulator_env, expected_contacts, person, seed_people, snapshot_keys, sql,
                                        write_audience, write_people, write_table)
 
@@ -100,6 +101,12 @@ def email(i: int) -> str:
     return person(i)["email"]
 
 
+def typed(what: str, case_id: str, exit_code: int, columns: dict[str, str], rows: list[dict], **kw: Any) -> Case:
+    """A case of the `typed` sync: raw_typed with `columns` typed as given (the others text, null)."""
+    return Case(case_id, what, exit_code, columns={**TYPED_COLUMNS, **columns}, rows=rows, select="typed",
+                standard=False, **kw)
+
+
 # -- malformed declarations: exit 2, nothing sent ---------------------------------------------------
 
 
@@ -143,6 +150,9 @@ META = [
          models_yaml(contacts_sync(safety={"max_removal_share": 2})), error="max_removal_share"),
     Case("meta_bad_timezone", "a time zone that doesn't exist", 2, models_yaml(contacts_sync(timezone="Mars/Olympus")),
          error="Mars/Olympus"),
+    typed("a boolean column mapped to a date field: refused before anything is sent", "meta_type_mismatch", 2,
+          {"birth_date": "boolean"}, [{"email": "person.1@reliability.example.com", "birth_date": True}],
+          error="birth_date"),
     Case("meta_bad_constant", "a constant that is not a choice of its field", 2,
          models_yaml(contacts_sync(constants={"loyalty_tier": "Diamond"})), error="Diamond"),
 ]
@@ -153,19 +163,6 @@ META = [
 
 def _people_with_keys(*keys: str | None) -> list[dict]:
     return [person(i + 1, email=key) for i, key in enumerate(keys)]
-
-
-BIG = {"email": "varchar", "first_name": "varchar", "lifetime_value": "hugeint"}
-DOUBLES = {"email": "varchar", "first_name": "varchar", "lifetime_value": "double"}
-TEXTS = {"email": "varchar", "optin": "varchar", "loyalty_tier": "varchar", "first_name": "varchar",
-         "notes": "varchar"}
-
-
-def _sync_of(*columns: str, **extra: Any) -> str:
-    mapping = {"first_name": "first_name", "last_name": "last_name", "optin": "optin",
-               "lifetime_value": "lifetime_value", "loyalty_tier": "Loyalty Tier", "birth_date": "birth_date",
-               "notes": "notes", "signed_up_at": "signup_date", "categories": "favourite_categories"}
-    return models_yaml(contacts_sync(fields={c: mapping[c] for c in columns}, **extra))
 
 
 DATA = [
@@ -188,18 +185,16 @@ DATA = [
     Case("data_duplicate_keys", "one key on two rows (after normalising): both rejected", 1,
          rows=_people_with_keys(email(1), " PERSON.1@reliability.example.com", email(3)),
          rejected={email(1): ("duplicate_key", "appears 2 times")}),
-    Case("data_nan_infinity", "NaN and infinities in a numeric field", 1, columns=DOUBLES,
-         yaml=_sync_of("first_name", "lifetime_value"), standard=False,
-         rows=[{"email": email(1), "first_name": "A", "lifetime_value": float("nan")},
+    typed("NaN and infinities in a numeric field", "data_nan_infinity", 1, {"lifetime_value": "double"},
+          rows=[{"email": email(1), "first_name": "A", "lifetime_value": float("nan")},
                {"email": email(2), "first_name": "B", "lifetime_value": float("inf")},
                {"email": email(3), "first_name": "C", "lifetime_value": float("-inf")},
                {"email": email(4), "first_name": "D", "lifetime_value": 1.5}],
          rejected={email(1): ("mapping", "Emarsys can store"), email(2): ("mapping", "Emarsys can store"),
                    email(3): ("mapping", "Emarsys can store")},
          accepted={email(4): {"1": "D", "5001": "1.5"}}),
-    Case("data_hugeint_edges", "integers at and past Emarsys's 24 digits", 1, columns=BIG,
-         yaml=_sync_of("first_name", "lifetime_value"), standard=False,
-         rows=[{"email": email(1), "first_name": "A", "lifetime_value": 9223372036854775807},
+    typed("integers at and past Emarsys's 24 digits", "data_hugeint_edges", 1, {"lifetime_value": "hugeint"},
+          rows=[{"email": email(1), "first_name": "A", "lifetime_value": 9223372036854775807},
                {"email": email(2), "first_name": "B", "lifetime_value": -9223372036854775808},
                {"email": email(3), "first_name": "C", "lifetime_value": 10 ** 23 + 7},
                {"email": email(4), "first_name": "D", "lifetime_value": 2 ** 127 - 1},
@@ -207,45 +202,36 @@ DATA = [
          rejected={email(4): ("mapping", "more than 24 digits")},
          accepted={email(1): {"5001": "9223372036854775807"}, email(2): {"5001": "-9223372036854775808"},
                    email(3): {"5001": str(10 ** 23 + 7)}, email(5): {"5001": "0"}}),
-    Case("data_decimal_edges", "decimals with every digit kept, never a float in between", 0,
-         columns={"email": "varchar", "first_name": "varchar", "lifetime_value": "decimal(38, 10)"},
-         yaml=_sync_of("first_name", "lifetime_value"), standard=False,
-         rows=[{"email": email(1), "first_name": "A", "lifetime_value": Decimal("12345678901234.0000000001")},
+    typed("decimals with every digit kept, never a float in between", "data_decimal_edges", 0,
+          {"lifetime_value": "decimal(38, 10)"},
+          rows=[{"email": email(1), "first_name": "A", "lifetime_value": Decimal("12345678901234.0000000001")},
                {"email": email(2), "first_name": "B", "lifetime_value": Decimal("-0.0000000001")},
                {"email": email(3), "first_name": "C", "lifetime_value": Decimal("0.1")}],
          accepted={email(1): {"5001": "12345678901234.0000000001"}, email(2): {"5001": "-0.0000000001"},
                    email(3): {"5001": "0.1"}}),
-    Case("data_double_edges", "doubles: tiny, huge, negative zero", 1, columns=DOUBLES,
-         yaml=_sync_of("first_name", "lifetime_value"), standard=False,
-         rows=[{"email": email(1), "first_name": "A", "lifetime_value": 1e-300},
+    typed("doubles: tiny, huge, negative zero", "data_double_edges", 1, {"lifetime_value": "double"},
+          rows=[{"email": email(1), "first_name": "A", "lifetime_value": 1e-300},
                {"email": email(2), "first_name": "B", "lifetime_value": 1.7976931348623157e308},
                {"email": email(3), "first_name": "C", "lifetime_value": -0.0},
                {"email": email(4), "first_name": "D", "lifetime_value": 0.1}],
          rejected={email(1): ("mapping", "digits"), email(2): ("mapping", "digits")},
          accepted={email(3): {"5001": "0"}, email(4): {"5001": "0.1"}}),
-    Case("data_other_types_to_text", "integers, booleans, timestamps and lists into text fields", 0,
-         columns={"email": "varchar", "first_name": "integer", "last_name": "boolean",
-                  "notes": "varchar[]"},
-         yaml=_sync_of("first_name", "last_name", "notes"), standard=False,
-         rows=[{"email": email(1), "first_name": 42, "last_name": True, "notes": ["a", "b"]}],
+    typed("integers, booleans and lists into text fields", "data_other_types_to_text", 0,
+          {"first_name": "integer", "last_name": "boolean", "notes": "varchar[]"},
+          rows=[{"email": email(1), "first_name": 42, "last_name": True, "notes": ["a", "b"]}],
          accepted={email(1): {"1": "42", "2": "true", "5006": '["a","b"]'}}),
-    Case("data_dates_far_past_and_future", "dates in year 1 and 9999", 0,
-         columns={"email": "varchar", "first_name": "varchar", "birth_date": "date"},
-         yaml=_sync_of("first_name", "birth_date"), standard=False,
-         rows=[{"email": email(1), "first_name": "A", "birth_date": date(1, 1, 1)},
+    typed("dates in year 1 and 9999", "data_dates_far_past_and_future", 0, {"birth_date": "date"},
+          rows=[{"email": email(1), "first_name": "A", "birth_date": date(1, 1, 1)},
                {"email": email(2), "first_name": "B", "birth_date": date(9999, 12, 31)},
                {"email": email(3), "first_name": "C", "birth_date": date(2000, 2, 29)}],
          accepted={email(1): {"4": "0001-01-01"}, email(2): {"4": "9999-12-31"}, email(3): {"4": "2000-02-29"}}),
-    Case("data_timestamp_to_date_in_zone", "a timestamp with time zone becomes the date in the sync's zone", 0,
-         columns={"email": "varchar", "first_name": "varchar", "signed_up_at": "timestamptz"},
-         yaml=_sync_of("first_name", "signed_up_at", timezone="Europe/Berlin"), standard=False,
-         rows=[{"email": email(1), "first_name": "A",
+    typed("a timestamp with time zone becomes the date in the sync's zone (Europe/Berlin)",
+          "data_timestamp_to_date_in_zone", 0, {"signed_up_at": "timestamptz"},
+          rows=[{"email": email(1), "first_name": "A",
                 "signed_up_at": datetime(2020, 12, 31, 23, 30, tzinfo=timezone.utc)}],
          accepted={email(1): {"5004": "2021-01-01"}}),
-    Case("data_text_dates", "dates given as text: valid and not", 1,
-         columns={"email": "varchar", "first_name": "varchar", "birth_date": "varchar"},
-         yaml=_sync_of("first_name", "birth_date"), standard=False,
-         rows=[{"email": email(1), "first_name": "A", "birth_date": "1999-12-31"},
+    typed("dates given as text: valid and not", "data_text_dates", 1, {},
+          rows=[{"email": email(1), "first_name": "A", "birth_date": "1999-12-31"},
                {"email": email(2), "first_name": "B", "birth_date": "31/12/1999"},
                {"email": email(3), "first_name": "C", "birth_date": "2021-02-30"}],
          rejected={email(2): ("mapping", "date"), email(3): ("mapping", "date")},
@@ -257,8 +243,8 @@ DATA = [
          accepted={email(1): {"1": "x" * 60}, email(3): {"5006": "z" * 100_000}, email(4): {"2": "é" * 60}},
          standard=False),
     Case("data_text_truncated_when_declared", "truncate_text: true cuts over-long text to the limit", 0,
-         yaml=models_yaml(contacts_sync(truncate_text=True)), rows=[person(1, first_name="y" * 61)],
-         accepted={email(1): {"1": "y" * 60}}, standard=False),
+         select="truncated", rows=[person(1, first_name="y" * 61)], accepted={email(1): {"1": "y" * 60}},
+         standard=False),
     Case("data_unusual_characters", "emoji, right-to-left text, zero-width and control characters, markup", 0,
          rows=[person(1, first_name="😀 Zoë", last_name="שָׁלוֹם"),
                person(2, first_name="a\u200bb\u00a0c", last_name="tab\there"),
@@ -272,10 +258,9 @@ DATA = [
          rows=[person(1, loyalty_tier="Diamond"), person(2, loyalty_tier="gold"), person(3, loyalty_tier=" Silver ")],
          rejected={email(1): ("mapping", "not a choice")},
          accepted={email(2): {"5003": 3}, email(3): {"5003": 2}}, standard=False),
-    Case("data_optin_ambiguous_text", "opt-in text that is neither clearly true nor false (empty text is no "
-         "value: consent untouched)", 1, columns=TEXTS,
-         yaml=_sync_of("first_name", "optin"), standard=False,
-         rows=[{"email": email(1), "first_name": "A", "optin": "maybe"},
+    typed("opt-in text that is neither clearly true nor false (empty text is no value: consent untouched)",
+          "data_optin_ambiguous_text", 1, {},
+          rows=[{"email": email(1), "first_name": "A", "optin": "maybe"},
                {"email": email(2), "first_name": "B", "optin": ""},
                {"email": email(3), "first_name": "C", "optin": "yes"},
                {"email": email(4), "first_name": "D", "optin": " FALSE "},
@@ -283,20 +268,16 @@ DATA = [
          rejected={email(1): ("mapping", "neither clearly true nor clearly false"),
                    email(5): ("mapping", "neither clearly true nor clearly false")},
          accepted={email(2): {"31": None}, email(3): {"31": 1}, email(4): {"31": 2}}),
-    Case("data_optin_numbers", "opt-in numbers: 1 in, 0 and 2 out, 3 ambiguous", 1,
-         columns={"email": "varchar", "first_name": "varchar", "optin": "integer"},
-         yaml=_sync_of("first_name", "optin"), standard=False,
-         rows=[{"email": email(i), "first_name": "X", "optin": v} for i, v in ((1, 1), (2, 0), (3, 2), (4, 3))],
+    typed("opt-in numbers: 1 in, 0 and 2 out, 3 ambiguous", "data_optin_numbers", 1, {"optin": "integer"},
+          rows=[{"email": email(i), "first_name": "X", "optin": v} for i, v in ((1, 1), (2, 0), (3, 2), (4, 3))],
          rejected={email(4): ("mapping", "not an opt-in value")},
          accepted={email(1): {"31": 1}, email(2): {"31": 2}, email(3): {"31": 2}}),
     Case("data_null_optin_keeps_consent", "a null opt-in leaves Emarsys's consent alone", 0,
          rows=[person(1, optin=None), person(2, optin=None)],
          prepare=lambda ctx: seed_people(ctx.control, [person(1), person(2)], optin=1),
          accepted={email(1): {"31": 1}, email(2): {"31": 1}}, standard=False),
-    Case("data_multichoice", "a multi-choice list, one with an unknown label", 1,
-         columns={"email": "varchar", "first_name": "varchar", "categories": "varchar"},
-         yaml=_sync_of("first_name", "categories"), standard=False,
-         rows=[{"email": email(1), "first_name": "A", "categories": "Shoes, Bags"},
+    typed("a multi-choice list, one with an unknown label", "data_multichoice", 1, {},
+          rows=[{"email": email(1), "first_name": "A", "categories": "Shoes, Bags"},
                {"email": email(2), "first_name": "B", "categories": "Shoes, Jewels"}],
          rejected={email(2): ("mapping", "not a choice")},
          accepted={email(1): {"5005": [1, 2]}}),
@@ -439,7 +420,11 @@ def test_bad_input(case: Case, project, emu, control, tmp_path):
     if case.yaml is not None:
         (project / "models" / "_models.yml").write_text(case.yaml)
     rows = case.rows if case.rows is not None else ok_people()
-    write_table(project, "raw_people", case.columns or PEOPLE_COLUMNS, rows)
+    if case.select == "typed":
+        write_table(project, "raw_typed", case.columns or {}, rows)
+        write_people(project, ok_people())
+    else:
+        write_table(project, "raw_people", case.columns or PEOPLE_COLUMNS, rows)
     write_audience(project, [{"email": email(i), "first_name": f"First{i}"} for i in (1, 2)])
     try:
         if case.prepare:
