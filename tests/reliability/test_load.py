@@ -90,6 +90,8 @@ def test_two_concurrent_runs_postgres(postgres_server, built_project, tmp_path, 
         "create schema main; create table main.raw_people (email text, first_name text, last_name text, "
         "optin boolean, lifetime_value numeric(12, 2), loyalty_tier text, birth_date date, notes text); "
         "create table main.raw_audience (email text, first_name text); "
+        "create table main.raw_typed (email text, first_name text, last_name text, notes text, optin text, "
+        "lifetime_value text, birth_date text, signed_up_at text, categories text); "
         f"insert into main.raw_people values {values};", database)
     run_dbt(["build", "--target", "pg"], cwd=project)
     logs = _two_runs_at_once(project, emu, control, tmp_path, ["--target", "pg"])
