@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .emarsys.fields import CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce
+from .emarsys.fields import CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce, coercer_for
 from .spec import SyncSpec
 
 EMAIL_FIELD_ID = 3
@@ -97,6 +97,9 @@ class RowMapper:
                 problems.append(f"constants.{ref}: {exc}")
         if problems:
             raise MappingError("; ".join(problems))
+        # The hot loop's view of the mapping: (column index, field id as sent, its coercer, field).
+        self._convert = [(m.index, str(m.field.id), coercer_for(m.field, self.options), m)
+                         for m in self.fields]
 
     @property
     def field_ids(self) -> list[int]:
@@ -138,17 +141,21 @@ class RowMapper:
     def payload(self, key: str, row: tuple) -> dict[str, Any] | Rejection:
         out: dict[str, Any] = {self.key_id: key}
         skip_nulls = self.spec.null_policy == "skip"
-        for m in self.fields:
-            value = row[m.index]
-            try:
-                wire = coerce(value, m.field, self.options)
-            except CoercionError as exc:
-                return Rejection(key, f"column {m.column!r} ({type(value).__name__}) -> field "
-                                 f"{m.field.label()}: {exc}")
+        for index, field_id, convert, m in self._convert:
+            value = row[index]
+            if value is None:
+                wire = None
+            else:
+                try:
+                    wire = convert(value)
+                except CoercionError as exc:
+                    return Rejection(key, f"column {m.column!r} ({type(value).__name__}) -> field "
+                                     f"{m.field.label()}: {exc}")
             if wire is None and skip_nulls:
                 continue
-            out[str(m.field.id)] = wire
-        out.update(self.constants)
+            out[field_id] = wire
+        if self.constants:
+            out.update(self.constants)
         return out
 
 

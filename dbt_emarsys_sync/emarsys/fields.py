@@ -463,3 +463,73 @@ _COERCERS = {
     "multichoice": _multi_choice,
     "optin": _optin,
 }
+
+
+def coercer_for(f: EmarsysField, options: CoercionOptions = CoercionOptions()):
+    """`coerce` for one field, as a function of the value alone, with a fast path for the types a
+    warehouse column of that kind usually holds. Every other value takes `coerce` itself, so results
+    are the same either way (a property test holds them equal); this only saves a sync's hot loop
+    the generic dispatch, about 5 µs a value."""
+    kind = f.kind
+
+    def slow(value: object) -> object:
+        return coerce(value, f, options)
+
+    if kind in TEXT_TYPES:
+        limit = TEXT_LIMITS.get(f.application_type)
+
+        def text(value: object) -> object:
+            if type(value) is str and (limit is None or len(value) <= limit):
+                return value
+            return slow(value)
+        return text
+
+    if kind in DATE_TYPES:
+        try:
+            zone = options.zone()
+        except CoercionError:
+            return slow
+
+        def as_date(value: object) -> object:
+            kind_of = type(value)
+            if kind_of is date:
+                return value.isoformat()  # type: ignore[attr-defined]
+            if kind_of is datetime and value.tzinfo is not None:  # type: ignore[attr-defined]
+                return value.astimezone(zone).date().isoformat()  # type: ignore[attr-defined]
+            return slow(value)
+        return as_date
+
+    if kind == "numeric":
+        bound = 10 ** MAX_NUMERIC_DIGITS
+
+        def numeric(value: object) -> object:
+            kind_of = type(value)
+            if kind_of is int and -bound < value < bound:  # type: ignore[operator]
+                return str(value)
+            if kind_of is Decimal and value.is_finite():  # type: ignore[attr-defined]
+                text = format(value, "f")
+                whole, _, fraction = text.partition(".")
+                if len(whole.lstrip("-")) <= MAX_NUMERIC_DIGITS and len(fraction) <= MAX_FRACTION_DIGITS:
+                    return "0" if text.lstrip("-") == "0" else text
+            return slow(value)
+        return numeric
+
+    if kind == "singlechoice":
+        def single_choice(value: object) -> object:
+            if type(value) is str:
+                found = f.choices.get(value)  # type: ignore[arg-type]
+                if found is not None:
+                    return found
+            return slow(value)
+        return single_choice
+
+    if kind == "optin":
+        def optin(value: object) -> object:
+            if value is True:
+                return 1
+            if value is False:
+                return 2
+            return slow(value)
+        return optin
+
+    return slow
