@@ -136,14 +136,14 @@ def _add_twenty_syncs(project: Path) -> None:
     run_dbt(["build", "--select", "path:models/slices"], cwd=project)
 
 
-def _twenty_syncs(project: Path, emu, client_limit: int | None) -> tuple[list[dict], float]:
+def _twenty_syncs(project: Path, emu, client_limit: int | None, batch: int = 50) -> tuple[list[dict], float]:
     _add_twenty_syncs(project)
     env = emulator_env(emu)
     if client_limit is not None:
         env["EMARSYS_RATE_LIMIT"] = str(client_limit)
     t0 = time.monotonic()
-    outcome = cli(project, ["run", "--select", "path:models/slices", "--threads", str(SYNCS), "--batch-size", "50"],
-                  env)
+    outcome = cli(project, ["run", "--select", "path:models/slices", "--threads", str(SYNCS), "--batch-size",
+                            str(batch)], env)
     seconds = time.monotonic() - t0
     assert outcome.exit_code == 0, outcome.describe()
     control = Control(emu)
@@ -174,10 +174,13 @@ def test_twenty_syncs_share_one_rate_limit(project, tmp_path):
 def test_twenty_syncs_learn_an_unknown_rate_limit(project, tmp_path):
     limit = 60
     with EmulatorThread(EmulatorConfig(rate_limit=limit)) as emu:
-        requests, seconds = _twenty_syncs(project, emu, client_limit=None)   # the client assumes 1,000
+        # 20 syncs x 5 requests: more than one window's worth; the client assumes 1,000 a minute.
+        requests, seconds = _twenty_syncs(project, emu, client_limit=None, batch=20)
     api = [r for r in requests if r["path"].startswith("/api/")]
+    assert len(api) > limit
     first = min(r["time"] for r in api)
+    assert max(r["time"] for r in api) - first > 60, "the requests fitted one window: the limit was not in play"
     late_429s = [r for r in api if r["status"] == 429 and r["time"] > first + 60]
     assert not late_429s, f"{len(late_429s)} answers 429 after the first window"
     print(f"twenty syncs, unknown limit: {len(api)} API requests in {seconds:.1f}s, "
-          f"{sum(r['status'] == 429 for r in api)} answered 429 (all in the first minute)")
+          f"{sum(r['status'] == 429 for r in api)} answered 429, none after the first minute")
