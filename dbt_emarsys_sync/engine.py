@@ -68,6 +68,11 @@ class EngineOptions:
     max_batch_contacts: int = MAX_BATCH_CONTACTS
     max_batch_bytes: int = MAX_BATCH_BYTES
     in_flight: int = 4                 # concurrent requests per sync
+    # Acknowledged batches are written to the state this many at a time (or after this long): one
+    # checkpoint is a warehouse transaction, too dear for every batch of a large load. A crash re-sends
+    # at most these plus the requests in flight.
+    checkpoint_batches: int = 8
+    checkpoint_seconds: float = 1.0
     read_page: int = 10_000            # plan rows read per query
     list_batch: int = MAX_LIST_KEYS    # keys per contact-list add/remove call
     lock_timeout: float = 60.0         # seconds to wait for another run of the same sync
@@ -199,6 +204,41 @@ class _RangeBatcher:
         batch = _Batch([(self.start, end)], keys, self.seqs, body, self.rejections)
         self.seqs, self.rejections, self.start = [], [], end + 1
         return batch
+
+
+class _Checkpoints:
+    """Acknowledged seq ranges and their rejections, gathered and written a few batches at a time."""
+
+    def __init__(self, store: Any, job: "SyncJob", options: EngineOptions):
+        self.store, self.job = store, job
+        self.every, self.seconds = max(1, options.checkpoint_batches), options.checkpoint_seconds
+        self.ranges: list[tuple[int, int]] = []
+        self.rejections: list[Rejected] = []
+        self.batches = 0
+        self.last = time.monotonic()
+
+    def add(self, batch: "_Batch") -> None:
+        self.ranges += batch.ranges
+        self.rejections += batch.rejections
+        self.batches += 1
+        if self.batches >= self.every or time.monotonic() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.ranges or self.rejections:
+            self.store.checkpoint(self.job.name, self.job.run_id, _merged(self.ranges), self.rejections)
+        self.ranges, self.rejections, self.batches, self.last = [], [], 0, time.monotonic()
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent and overlapping seq ranges as one: fewer progress rows for the same rows."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 class _InFlight:
@@ -526,30 +566,36 @@ class Engine:
         lo, hi = plan.upsert_range
         self.progress.phase(job.name, "sending contacts", total=plan.upserts)
         failures: list[Exception] = []
+        checkpoints = _Checkpoints(self.store, job, self.options)
 
         def on_upsert(batch: _Batch, outcome: Any) -> None:
             if isinstance(outcome, Exception):
                 self._batch_failed(job, batch, outcome, failures)
                 return
             self._settle_upsert(job, batch, outcome)
-            self.store.checkpoint(job.name, job.run_id, batch.ranges, batch.rejections)
+            checkpoints.add(batch)
             self.progress.advance(job.name, batch.rows)
 
         with ThreadPoolExecutor(self.options.in_flight, thread_name_prefix=f"send-{job.name}") as pool:
             flight = _InFlight(pool, self.options.in_flight, failures)
-            for batch in self._upsert_batches(job, mapper, lo, hi, failures):
-                if not batch.keys:
-                    self.store.checkpoint(job.name, job.run_id, batch.ranges, batch.rejections)
+            try:
+                for batch in self._upsert_batches(job, mapper, lo, hi, failures):
+                    if not batch.keys:
+                        checkpoints.add(batch)
+                        self._count_rejections(job, batch.rejections)
+                        self.progress.advance(job.name, batch.rows)
+                        continue
+                    if not flight.submit(
+                            lambda b=batch: client.upsert_contacts(mapper.key_id, b.keys, b.body, create),
+                            batch, on_upsert):
+                        break
                     self._count_rejections(job, batch.rejections)
-                    self.progress.advance(job.name, batch.rows)
-                    continue
-                if not flight.submit(lambda b=batch: client.upsert_contacts(mapper.key_id, b.keys, b.body, create),
-                                     batch, on_upsert):
-                    break
-                self._count_rejections(job, batch.rejections)
-                job.report.sent += len(batch.keys)
-                flight.settle()
-            flight.drain()
+                    job.report.sent += len(batch.keys)
+                    flight.settle()
+                flight.drain()
+            finally:
+                # Whatever was acknowledged is kept, however the loop ended.
+                checkpoints.flush()
         if failures:
             raise failures[0]
 

@@ -8,8 +8,8 @@ transaction, inside the recovery of the interrupted plan, and inside the final f
 - the emulator holds exactly the model (every contact with its values; the list's members);
 - the contacts sent in total are at most the rows plus, per kill, what can be sent but not yet
   checkpointed: for contacts the requests in flight (the engine keeps 4 batches of 1,000 in flight per
-  sync); for a mirror, whose contacts are checkpointed when their list add (10,000 keys) is
-  acknowledged, an add in flight, the contacts gathered for the next add and the upserts in flight;
+  sync) and the acknowledged batches not yet written (a checkpoint gathers up to 8); for a mirror,
+  whose contacts are checkpointed when their list add (10,000 keys) is acknowledged, an add in flight, the contacts gathered for the next add and the upserts in flight;
 - the state acknowledges every key, holds no pending plan and no lock; DuckDB reopened cleanly after
   every kill (its write-ahead log replayed or discarded, never half a transaction).
 
@@ -44,10 +44,12 @@ pytestmark = pytest.mark.reliability
 
 SEED = int(os.environ.get("RELIABILITY_SEED", "20261203"))
 IN_FLIGHT_BATCHES = 4          # EngineOptions.in_flight
+CHECKPOINT_BATCHES = 8         # EngineOptions.checkpoint_batches: acknowledged batches per checkpoint
 BATCH = 1000                   # contacts per request (the default, Emarsys's maximum)
 LIST_BATCH = 10_000            # keys per list add (EngineOptions.list_batch)
-# What a kill can leave sent but not checkpointed (see the module docstring).
-UNCHECKPOINTED = {"contacts": IN_FLIGHT_BATCHES * BATCH,
+# What a kill can leave sent but not checkpointed (see the module docstring): the requests in flight
+# and the acknowledged batches of the checkpoint being gathered.
+UNCHECKPOINTED = {"contacts": (IN_FLIGHT_BATCHES + CHECKPOINT_BATCHES - 1) * BATCH,
                   "audience": 2 * LIST_BATCH + (IN_FLIGHT_BATCHES - 1) * BATCH}
 
 # Starts the real command after wrapping two StateStore methods so that each reports on a pipe when
@@ -296,7 +298,7 @@ def crash_contacts(project, emu, tmp_path, rows: int, kills: int) -> dict:
     write_people_sql(project, rows, version=2, changed_every=changed_every)
     changed = rows // changed_every
     before = crasher.received()
-    kill_inside(crasher, "checkpoint", nth=2)
+    kill_inside(crasher, "checkpoint", nth=1)
     kill_inside(crasher, "fold", nth=1)                     # the recovery of the plan just killed
     kill_inside(crasher, "fold", after_put=True)            # the fold after this run's sends
     crasher.complete()
