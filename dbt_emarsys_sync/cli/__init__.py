@@ -189,6 +189,18 @@ def guard(action):
     except KeyboardInterrupt:
         error("interrupted")
         sys.exit(EXIT_FAILED)
+    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except Exception:
+        # A defect, not a user's mistake: show where it happened, and exit 3 (a sync failed), not the
+        # 1 Python would give, which scripts read as "rows were rejected". The state only ever
+        # holds what Emarsys acknowledged, so the next run starts from there.
+        import traceback
+
+        traceback.print_exc()
+        error("unexpected internal error (traceback above); please report it. What Emarsys acknowledged "
+              "before it is kept in the state.")
+        sys.exit(EXIT_FAILED)
 
 
 def error(message: str) -> None:
