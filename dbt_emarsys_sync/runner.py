@@ -211,6 +211,10 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
                                 stop=request.stop)
                 if request.dry_run:
                     catalog = clients.catalog()
+                    if catalog is not None:
+                        # What `run` would refuse before sending (an unknown field, a column type the
+                        # field can't take) is a configuration error here too, not a failed sync.
+                        _check_mappings(engine, project, jobs, catalog)
                     _parallel(threads, jobs, lambda job: engine.preview(job, clients.new(), catalog),
                               engine.cancel)
                 else:
@@ -257,6 +261,22 @@ def _jobs(source: DbtWarehouseSource, syncs: Iterable) -> list[SyncJob]:
     return jobs
 
 
+def _check_mappings(engine: Engine, project: DbtProject, jobs: list[SyncJob], catalog: FieldCatalog) -> None:
+    """Each job's row mapper against the Emarsys fields, and its columns' types against theirs: every
+    problem of every sync at once, as one ConfigError."""
+    problems: list[str] = []
+    for job in jobs:
+        try:
+            engine.prepare(job, catalog)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        problems += _off_thread(column_type_problems, project, job.sync, catalog)
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
+
+
 def _run_jobs(engine: Engine, project: DbtProject, source: DbtWarehouseSource, clients: _Clients,
               jobs: list[SyncJob], threads: int, request: RunRequest) -> None:
     for job in jobs:
@@ -270,17 +290,7 @@ def _run_jobs(engine: Engine, project: DbtProject, source: DbtWarehouseSource, c
             return
         catalog = clients.catalog()
         assert catalog is not None
-        problems: list[str] = []
-        for job in sending:
-            try:
-                engine.prepare(job, catalog)
-            except ConfigError as exc:
-                problems.append(str(exc))
-                continue
-            problems += _off_thread(column_type_problems, project, job.sync, catalog)
-        if problems:
-            raise ConfigError(problems[0] if len(problems) == 1 else
-                              f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
+        _check_mappings(engine, project, sending, catalog)
         source.sending()
         _parallel(threads, sending, lambda job: engine.send(job, clients.new()), engine.cancel)
     finally:
