@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, SyncFailed
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SyncFailed
 
 MAX_SAMPLES = 20
 ARTIFACT_NAME = "emarsys_sync_results.json"
@@ -111,8 +111,20 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
+        """3 a sync failed > 4 a sync was skipped (the last build) > 1 rows rejected > 0 (errors.py)."""
+        return self._exit_code(count_skipped=True)
+
+    @property
+    def exit_code_of_ran_syncs(self) -> int:
+        """The exit code, leaving the skipped syncs out: for a caller that expects some syncs to be
+        skipped (the dbt Cloud service syncs what one run built, and reports the skipped ones itself)."""
+        return self._exit_code(count_skipped=False)
+
+    def _exit_code(self, count_skipped: bool) -> int:
         if any(s.status == "failed" for s in self.syncs):
             return EXIT_FAILED
+        if count_skipped and any(s.status == "skipped" for s in self.syncs):
+            return EXIT_SKIPPED
         if any(s.status == "rejected_rows" or (s.dry_run and s.rejected) for s in self.syncs):
             return EXIT_REJECTED
         return EXIT_OK

@@ -98,7 +98,11 @@ def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, selec
               help="As --dbt-cloud-run-id, with the latest finished run of this dbt Cloud job.")
 def run(dry_run, **kwargs) -> None:
     """Sync the selected models' declared syncs to Emarsys: only rows that changed since the last
-    acknowledged run are sent."""
+    acknowledged run are sent.
+
+    Exit codes: 0 every sync succeeded; 1 rows were rejected; 2 configuration error, nothing was sent;
+    3 a sync failed; 4 some syncs were skipped because of the last dbt build. When several apply:
+    2, 3, 4, 1, 0."""
     _run(dry_run, **kwargs)
 
 
@@ -108,5 +112,7 @@ def run(dry_run, **kwargs) -> None:
 @sync_options
 def plan(**kwargs) -> None:
     """Show what `run` would do, per sync: rows to create or update, unchanged, members to remove,
-    rows that would be rejected, with sample rows. Writes nothing to Emarsys or to the state."""
+    rows that would be rejected, with sample rows. Writes nothing to Emarsys or to the state.
+
+    The exit code is the one `run` would give (see `run --help`)."""
     _run(True, **kwargs)

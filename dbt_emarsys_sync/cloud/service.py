@@ -185,7 +185,7 @@ class WebhookService:
                             "contacts_created": sync.created, "contacts_updated": sync.updated,
                             "rejected": sync.rejected})
         counts = ", ".join(f"{n} {s}" for s, n in _count(s.status for s in report.syncs).items())
-        return Outcome(STATUS_BY_EXIT_CODE.get(report.exit_code, FAILED),
+        return Outcome(STATUS_BY_EXIT_CODE.get(report.exit_code_of_ran_syncs, FAILED),
                        f"{len(report.syncs)} sync(s): {counts}" if report.syncs else "no sync ran")
 
 

@@ -44,3 +44,29 @@ def test_plan_exits_2_like_run_for_a_field_emarsys_does_not_have(sample_project,
     assert planned.returncode == 2, planned.output
     assert "no_such_field" in planned.stderr and "Traceback" not in planned.output
     assert emarsys_writes(emulator) == []
+
+
+# -- skipped syncs are not a success ----------------------------------------------------------------
+
+
+def test_a_sync_skipped_because_of_the_last_build_exits_4(sample_project, emulator):
+    # The last build left emarsys_contacts out: its sync is skipped, the list's sync runs.
+    run_dbt(["build", "--select", "vip_customers"], cwd=sample_project)
+    env = emulator_env(emulator)
+
+    only_skipped = run_cli(["run", "--select", "emarsys_contacts"], cwd=sample_project, env=env)
+    assert only_skipped.returncode == 4, only_skipped.output
+    report = results(sample_project)
+    assert report["shop_contacts"]["status"] == "skipped"
+    assert "dbt build --select emarsys_contacts" in report["shop_contacts"]["message"]
+
+    both = run_cli(["run"], cwd=sample_project, env=env)
+    assert both.returncode == 4, both.output                # skipped outranks rejected rows (1)
+    report = results(sample_project)
+    assert report["shop_contacts"]["status"] == "skipped" and report["vip_list"]["status"] != "skipped"
+    assert report["vip_list"]["added"] > 0                  # the others ran
+    artifact = json.loads((sample_project / "target" / "emarsys_sync_results.json").read_text())
+    assert artifact["exit_code"] == 4
+
+    planned = run_cli(["plan", "--select", "emarsys_contacts"], cwd=sample_project, env=env)
+    assert planned.returncode == 4, planned.output          # the code run would give
