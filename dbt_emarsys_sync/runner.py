@@ -11,6 +11,7 @@ report.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -171,11 +172,7 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
     selected = project.select(request.select, request.exclude)
     models = project.sync_models(selected)
     if not models:
-        if request.select or request.exclude:
-            raise ConfigError("no model with a config.meta.emarsys declaration matches the selection "
-                              f"(--select {' '.join(request.select) or '-'} "
-                              f"--exclude {' '.join(request.exclude) or '-'})")
-        raise ConfigError(f"no model in {project.project_dir} declares config.meta.emarsys")
+        raise no_syncs_selected(project, selected, request.select, request.exclude, request.selector)
     syncs = [s for s in project.syncs(selected) if s.spec.enabled]
 
     report = RunReport(dry_run=request.dry_run)
@@ -236,6 +233,28 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
         render(report, console)     # first: if the artifact can't be written, the summary is still seen
     report.write(project.target_dir)
     return report
+
+
+def no_syncs_selected(project: DbtProject, selected: set[str] | None, select: tuple[str, ...] = (),
+                      exclude: tuple[str, ...] = (), selector: str | None = None) -> ConfigError:
+    """Why no sync is selected: the selection matched nothing at all (a misspelt name?), or only models
+    that declare no sync (named), or the project declares none."""
+    if selected is None:
+        return ConfigError(f"no model in {project.project_dir} declares config.meta.emarsys")
+    flags = " ".join([*([f"--select {' '.join(select)}"] if select else []),
+                      *([f"--exclude {' '.join(exclude)}"] if exclude else []),
+                      *([f"--selector {selector}"] if selector else [])]) or "the default selector of selectors.yml"
+    if not selected:
+        names = sorted({n.name for n in project.manifest.nodes.values()
+                        if n.resource_type.value in ("model", "snapshot", "seed")})
+        plain = [word for word in select if word.replace("_", "").replace(".", "").isalnum()]
+        near = difflib.get_close_matches(plain[0], names, n=1) if len(plain) == 1 else []
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return ConfigError(f"the selection ({flags}) matches no model, snapshot or seed of the project{hint}")
+    nodes = sorted(project.manifest.nodes[uid].name for uid in selected if uid in project.manifest.nodes)
+    shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+    return ConfigError(f"the selection ({flags}) matches {len(nodes)} model(s), none of which declares a sync "
+                       f"in config.meta.emarsys: {shown}")
 
 
 def _jobs(source: DbtWarehouseSource, syncs: Iterable) -> list[SyncJob]:
@@ -316,7 +335,7 @@ def _state_targets(request: RunRequest, sync_names: tuple[str, ...], include_kno
     selected = project.select(request.select, request.exclude)
     declared = [s.name for s in project.syncs(selected)]
     if (request.select or request.exclude) and not declared:
-        raise ConfigError("no model with a config.meta.emarsys declaration matches the selection")
+        raise no_syncs_selected(project, selected, request.select, request.exclude, request.selector)
     return project, source, declared, include_known and not (request.select or request.exclude)
 
 

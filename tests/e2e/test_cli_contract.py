@@ -70,3 +70,27 @@ def test_a_sync_skipped_because_of_the_last_build_exits_4(sample_project, emulat
 
     planned = run_cli(["plan", "--select", "emarsys_contacts"], cwd=sample_project, env=env)
     assert planned.returncode == 4, planned.output          # the code run would give
+
+
+# -- a selection that selects no sync says why ---------------------------------------------------------
+
+
+def test_a_selection_of_nothing_and_a_selection_without_declarations_are_told_apart(sample_project, emulator):
+    env = emulator_env(emulator)
+    nothing = run_cli(["run", "--select", "nope_model"], cwd=sample_project, env=env)
+    assert nothing.returncode == 2, nothing.output
+    assert "the selection (--select nope_model) matches no model, snapshot or seed" in nothing.stderr
+    assert "--exclude" not in nothing.stderr
+
+    undeclared = run_cli(["run", "--select", "stg_customers"], cwd=sample_project, env=env)
+    assert undeclared.returncode == 2, undeclared.output
+    assert "matches 1 model(s), none of which declares a sync in config.meta.emarsys: stg_customers" \
+        in undeclared.stderr
+
+    misspelt = run_cli(["plan", "--select", "emarsys_contact"], cwd=sample_project, env=env)
+    assert misspelt.returncode == 2 and "did you mean 'emarsys_contacts'?" in misspelt.stderr, misspelt.output
+
+    excluded = run_cli(["run", "--select", "tag:emarsys", "--exclude", "tag:emarsys"], cwd=sample_project, env=env)
+    assert excluded.returncode == 2
+    assert "the selection (--select tag:emarsys --exclude tag:emarsys) matches no model" in excluded.stderr
+    assert emarsys_writes(emulator) == []

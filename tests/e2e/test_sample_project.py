@@ -103,7 +103,7 @@ def test_missing_credentials_is_a_one_line_config_error(sample_project):
 def test_unknown_model_in_selection_is_a_config_error(sample_project, emulator):
     result = run_cli(["run", "--select", "no_such_model"], cwd=sample_project, env=emulator_env(emulator))
     assert result.returncode == 2, result.output
-    assert "no model with a config.meta.emarsys declaration matches" in result.stderr
+    assert "matches no model, snapshot or seed" in result.stderr
 
 
 def test_model_not_built_names_the_dbt_command(sample_project, emulator):
