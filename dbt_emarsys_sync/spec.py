@@ -143,6 +143,9 @@ class Source:
     path: str
     prefix: str = SPEC_ROOT
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
+    # `env_var('NAME')` calls in the file's raw text of this value, with their lines: dbt renders YAML
+    # before the manifest is written, so only the file still says which variables were read.
+    env_vars: tuple[tuple[str, int], ...] = field(default=(), compare=False, hash=False)
 
     def line_of(self, key: str) -> int | None:
         """The line of `key`, else of its nearest parent that has one."""
@@ -268,11 +271,15 @@ Renderer = Callable[[str], Any]
 # -- parsing ------------------------------------------------------------------------------------------
 
 
-def parse_project_settings(raw: Any, source: Source) -> tuple[ProjectDefaults, list[Problem]]:
-    """Validate the project var `emarsys` (defaults are checked key by key against SyncSpec)."""
+def parse_project_settings(raw: Any, source: Source, *,
+                           secrets: list[tuple[str, str]] | None = None) -> tuple[ProjectDefaults, list[Problem]]:
+    """Validate the project var `emarsys` (defaults are checked key by key against SyncSpec).
+
+    `secrets`: (name, value) of the secret environment variables (default: from the environment)."""
     if raw is None:
         return ProjectDefaults(source=source), []
-    problems = [_problem_at(source, "", key, msg) for key, msg in _secret_keys(raw, source.prefix)]
+    problems = [_problem_at(source, "", key, msg)
+                for key, msg in _secrets_in(raw, source, secret_variables() if secrets is None else secrets)]
     if problems:
         return ProjectDefaults(source=source), problems
     try:
@@ -287,18 +294,23 @@ def parse_project_settings(raw: Any, source: Source) -> tuple[ProjectDefaults, l
 
 def parse_model_meta(model: ModelRef, emarsys_meta: Any, *, source: Source | None = None,
                      defaults: Any = None, defaults_source: Source | None = None,
-                     project: ProjectDefaults | None = None,
-                     render: Renderer | None = None) -> tuple[list[Sync], list[Problem]]:
-    """Validate one model's `meta.emarsys`; return its syncs and every problem found."""
+                     project: ProjectDefaults | None = None, render: Renderer | None = None,
+                     secrets: list[tuple[str, str]] | None = None) -> tuple[list[Sync], list[Problem]]:
+    """Validate one model's `meta.emarsys`; return its syncs and every problem found.
+
+    `secrets`: (name, value) of the secret environment variables, whose values a declaration may not
+    hold (default: those of the renderer's environment, else of this process)."""
     source = source or Source(model.yaml_path)
     defaults_source = defaults_source or Source(model.yaml_path, DEFAULTS_META_KEY)
     where = model.display_name
     problems: list[Problem] = []
+    if secrets is None:
+        secrets = secret_variables(getattr(render, "env", None))
 
     # Credentials first, on the raw values: nothing below may echo them.
-    problems += [_problem_at(source, where, key, msg) for key, msg in _secret_keys(emarsys_meta, SPEC_ROOT)]
+    problems += [_problem_at(source, where, key, msg) for key, msg in _secrets_in(emarsys_meta, source, secrets)]
     problems += [_problem_at(defaults_source, where, key, msg)
-                 for key, msg in _secret_keys(defaults, DEFAULTS_META_KEY)]
+                 for key, msg in _secrets_in(defaults, defaults_source, secrets)]
     if problems:
         return [], problems
 
@@ -352,6 +364,12 @@ def parse_model_meta(model: ModelRef, emarsys_meta: Any, *, source: Source | Non
             for loc, message in render_problems:
                 problems.append(_located(loc, message, raw, layers, source, prefix, where))
             continue
+        # What Jinja rendered here (SQL config strings, defaults) may hold a secret's value too.
+        rendered_secrets = _secret_values(merged, [], secrets)
+        if rendered_secrets:
+            for loc, name in rendered_secrets:
+                problems.append(_located(loc, _secret_value_message(name), raw, layers, source, prefix, where))
+            continue
         try:
             syncs.append(Sync(SyncSpec.model_validate(merged), model, source, index))
         except ValidationError as exc:
@@ -362,25 +380,29 @@ def parse_model_meta(model: ModelRef, emarsys_meta: Any, *, source: Source | Non
 
 
 def parse_declarations(models: list, *, project: ProjectDefaults | None = None,
-                       render: Renderer | None = None) -> list[Sync]:
+                       render: Renderer | None = None, secrets: list[tuple[str, str]] | None = None) -> list[Sync]:
     """All syncs of a project; raises SpecError listing every problem (including duplicate names).
 
     `models` holds `Declaration`s, or `(ModelRef, meta)` pairs."""
-    syncs, problems = collect_declarations(models, project=project, render=render)
+    syncs, problems = collect_declarations(models, project=project, render=render, secrets=secrets)
     if problems:
         raise SpecError(problems)
     return syncs
 
 
 def collect_declarations(models: list, *, project: ProjectDefaults | None = None,
-                         render: Renderer | None = None) -> tuple[list[Sync], list[Problem]]:
+                         render: Renderer | None = None,
+                         secrets: list[tuple[str, str]] | None = None) -> tuple[list[Sync], list[Problem]]:
     """Like `parse_declarations`, but returns the problems instead of raising."""
     syncs: list[Sync] = []
     problems: list[Problem] = []
+    if secrets is None:
+        secrets = secret_variables(getattr(render, "env", None))
     for item in models:
         decl = item if isinstance(item, Declaration) else Declaration(item[0], item[1])
         found, errs = parse_model_meta(decl.model, decl.meta, source=decl.source, defaults=decl.defaults,
-                                       defaults_source=decl.defaults_source, project=project, render=render)
+                                       defaults_source=decl.defaults_source, project=project, render=render,
+                                       secrets=secrets)
         syncs.extend(found)
         problems.extend(errs)
     seen: dict[str, Sync] = {}
@@ -456,9 +478,8 @@ class JinjaRenderer:
         return value
 
     def _env_var(self, name: str, default: Any = None) -> Any:
-        if name.startswith("DBT_ENV_SECRET") or _SECRET_NAME.search(_normalise(name)):
-            raise RenderError(f"env_var({name!r}): secret environment variables can't be used in a "
-                              "declaration (dbt writes declarations into manifest.json)")
+        if is_secret_variable(name):
+            raise RenderError(_secret_variable_message(name))
         if name in self.env:
             return self.env[name]
         if default is not None:
@@ -507,6 +528,92 @@ _DATA_MAPPINGS = {"fields", "constants"}
 
 def _normalise(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower())
+
+
+# Secret values shorter than this are not looked for in declarations: too many ordinary words match.
+MIN_SECRET_LENGTH = 6
+
+
+def is_secret_variable(name: str) -> bool:
+    """An environment variable whose value must never reach a declaration: dbt's `DBT_ENV_SECRET_*`,
+    and any whose name says secret, password, token, key, credentials or auth (EMARSYS_CLIENT_SECRET,
+    EMARSYS_SECRET, DBT_CLOUD_API_TOKEN, DBT_CLOUD_WEBHOOK_SECRET...). Endpoints (`*_URL`, `*_URI`)
+    such as EMARSYS_AUTH_URL are addresses, not secrets."""
+    normalised = _normalise(name)
+    if name.startswith("DBT_ENV_SECRET"):
+        return True
+    return bool(_SECRET_NAME.search(normalised)) and not normalised.endswith(("_url", "_uri"))
+
+
+def secret_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(name, value) of the secret environment variables whose values are long enough to look for."""
+    import os
+
+    env = os.environ if env is None else env
+    return sorted((name, value) for name, value in env.items()
+                  if is_secret_variable(name) and isinstance(value, str) and len(value.strip()) >= MIN_SECRET_LENGTH)
+
+
+def _secret_variable_message(name: str) -> str:
+    return (f"env_var({name!r}): secret environment variables can't be used in a declaration (dbt writes "
+            "declarations into manifest.json)")
+
+
+def _secret_value_message(name: str) -> str:
+    return (f"holds the value of the secret environment variable {name}: secrets can't be used in a "
+            "declaration (dbt renders env_var() in YAML and writes the result into manifest.json and the "
+            "docs); the runner reads credentials from the environment itself")
+
+
+def _secrets_in(value: Any, source: Source, secrets: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(key path, message) for every credential in a raw declaration: keys named like credentials,
+    values holding a secret environment variable's value (dbt rendered YAML before we see it), and
+    `env_var()` of a secret variable in the file's raw text. No message repeats a value."""
+    found = _secret_keys(value, source.prefix)
+    by_line = {line: key for key, line in sorted(source.lines.items(), key=lambda item: len(item[0]))}
+    for name, line in source.env_vars:
+        if is_secret_variable(name):
+            found.append((by_line.get(line, source.prefix), _secret_variable_message(name)))
+    found += [(key_path(loc, source.prefix), _secret_value_message(name))
+              for loc, name in _secret_values(value, [], secrets)]
+    flagged: set[str] = set()
+    unique = []
+    for key, message in found:
+        if key not in flagged:     # one problem a key, however many ways it gives the secret away
+            flagged.add(key)
+            unique.append((key, message))
+    return unique
+
+
+def _secret_values(value: Any, loc: list, secrets: list[tuple[str, str]]) -> list[tuple[list, str]]:
+    """(location, variable name) of every key or value holding a secret variable's value."""
+    if not secrets:
+        return []
+    found: list[tuple[list, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = _holds_secret(key, secrets)
+            if name:
+                found.append((loc, name))       # placed at the mapping: the key itself is the secret
+            found += _secret_values(item, [*loc, key], secrets)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _secret_values(item, [*loc, index], secrets)
+    else:
+        name = _holds_secret(value, secrets)
+        if name:
+            found.append((loc, name))
+    return found
+
+
+def _holds_secret(value: Any, secrets: list[tuple[str, str]]) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    text = str(value)
+    for name, secret in secrets:
+        if secret.strip() in text:
+            return name
+    return None
 
 
 def _secret_keys(value: Any, path: str) -> list[tuple[str, str]]:

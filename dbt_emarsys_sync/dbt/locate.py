@@ -25,7 +25,7 @@ class YamlFiles:
     """Composed YAML documents of one project, read once per file."""
 
     root: Path
-    _cache: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[Any, Any] = field(default_factory=dict)
 
     def node(self, relative: str) -> Any:
         if relative not in self._cache:
@@ -33,10 +33,25 @@ class YamlFiles:
         return self._cache[relative]
 
     def text(self, relative: str) -> str | None:
-        try:
-            return (self.root / relative).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
+        if ("text", relative) not in self._cache:
+            try:
+                self._cache[("text", relative)] = (self.root / relative).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                self._cache[("text", relative)] = None
+        return self._cache[("text", relative)]
+
+    def env_vars(self, relative: str, key_node: Any, value_node: Any) -> tuple[tuple[str, int], ...]:
+        """`env_var('NAME')` calls in the raw text from `key_node` to the end of `value_node`, with
+        their lines: dbt renders them before the manifest is written, so the value alone can't say."""
+        text = self.text(relative)
+        if not text:
+            return ()
+        start, end = key_node.start_mark.index, value_node.end_mark.index
+        return tuple((match.group(2), text.count("\n", 0, match.start()) + 1)
+                     for match in _ENV_VAR_CALL.finditer(text, start, end))
+
+
+_ENV_VAR_CALL = re.compile(r"""env_var\s*\(\s*(['"])([^'"]+)\1""")
 
 
 def _compose(path: Path) -> Any:
@@ -80,10 +95,10 @@ def _scalar(node: Any) -> str | None:
     return node.value if isinstance(node, yaml.ScalarNode) else None
 
 
-def _source(path: str, meta_key: str, key_node: Any, value_node: Any) -> Source:
+def _source(files: YamlFiles, path: str, meta_key: str, key_node: Any, value_node: Any) -> Source:
     lines = key_lines(value_node, meta_key)
     lines[meta_key] = key_node.start_mark.line + 1
-    return Source(path, meta_key, lines)
+    return Source(path, meta_key, lines, files.env_vars(path, key_node, value_node))
 
 
 def in_properties_file(files: YamlFiles, path: str, resource_type: str, name: str, version: str | None,
@@ -109,7 +124,7 @@ def in_properties_file(files: YamlFiles, path: str, resource_type: str, name: st
             for parent in (_get(_get(scope, "config")[1], "meta")[1], _get(scope, "meta")[1]):
                 key_node, value_node = _get(parent, meta_key)
                 if key_node is not None:
-                    return _source(path, meta_key, key_node, value_node)
+                    return _source(files, path, meta_key, key_node, value_node)
     return None
 
 
@@ -126,7 +141,7 @@ def in_project_file(files: YamlFiles, resource_type: str, fqn: list[str], meta_k
         for meta_name in ("+meta", "meta"):
             key_node, value_node = _get(_get(node, meta_name)[1], meta_key)
             if key_node is not None:
-                found = _source("dbt_project.yml", meta_key, key_node, value_node)
+                found = _source(files, "dbt_project.yml", meta_key, key_node, value_node)
     return found
 
 
@@ -153,5 +168,6 @@ def in_vars(files: YamlFiles, project_name: str, var_name: str) -> Source | None
         if key_node is not None:
             lines = key_lines(value_node, f"{prefix}.{var_name}")
             lines[f"{prefix}.{var_name}"] = key_node.start_mark.line + 1
-            return Source("dbt_project.yml", f"{prefix}.{var_name}", lines)
+            return Source("dbt_project.yml", f"{prefix}.{var_name}", lines,
+                          files.env_vars("dbt_project.yml", key_node, value_node))
     return None

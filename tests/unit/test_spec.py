@@ -299,3 +299,40 @@ def test_declaration_objects_and_pairs_are_both_accepted():
                                project=ProjectDefaults())
     assert [s.name for s in syncs] == ["contacts", "other"]
     assert syncs[0].key("fields.first_name") == "emarsys.syncs[0].fields.first_name"
+
+
+SECRETS = [("EMARSYS_CLIENT_SECRET", "s3cr3t-value"), ("DBT_ENV_SECRET_GIT", "gitpass99")]
+
+
+@pytest.mark.parametrize("meta, key", [
+    ({"syncs": [sync(object="contact_list", behaviour="mirror", list="s3cr3t-value")]}, "emarsys.syncs[0].list"),
+    ({"syncs": [sync(constants={"source": "prefix gitpass99 suffix"})]}, "emarsys.syncs[0].constants.source"),
+    ({"syncs": [sync(fields={"s3cr3t-value": "first_name"})]}, "emarsys.syncs[0].fields"),
+])
+def test_a_declaration_holding_a_secret_variables_value_is_refused(meta, key):
+    """dbt renders env_var() in YAML before the manifest: the value is all that is left to recognise."""
+    syncs, problems = parse_model_meta(MODEL, meta, secrets=SECRETS)
+    assert syncs == []
+    assert key in [p.key for p in problems]
+    assert "holds the value of the secret environment variable" in str(problems)
+    assert "s3cr3t-value" not in str(problems) and "gitpass99" not in str(problems)
+
+
+def test_secret_variables_are_those_the_renderer_refuses_and_short_values_are_ignored():
+    from dbt_emarsys_sync.spec import is_secret_variable, secret_variables
+
+    env = {"EMARSYS_CLIENT_SECRET": "long-enough", "EMARSYS_SECRET": "short", "DBT_CLOUD_API_TOKEN": "tok-123456",
+           "DBT_ENV_SECRET_X": "abcdefgh", "EMARSYS_AUTH_URL": "https://auth.example.com/token",
+           "EMARSYS_CLIENT_ID": "client-id-1"}
+    assert [name for name, _ in secret_variables(env)] == ["DBT_CLOUD_API_TOKEN", "DBT_ENV_SECRET_X",
+                                                           "EMARSYS_CLIENT_SECRET"]
+    assert is_secret_variable("DBT_CLOUD_WEBHOOK_SECRET") and not is_secret_variable("EMARSYS_CLIENT_ID")
+
+
+def test_env_var_of_a_secret_in_the_raw_yaml_is_refused_even_when_unset():
+    source = Source("models/contacts.yml", "emarsys", {"emarsys.syncs[0].list": 9},
+                    env_vars=(("EMARSYS_SECRET", 9), ("LIST_NAME", 10)))
+    _, problems = parse_model_meta(MODEL, {"syncs": [sync(object="contact_list", behaviour="mirror",
+                                                          list="fallback")]}, source=source, secrets=[])
+    assert [(p.key, p.line) for p in problems] == [("emarsys.syncs[0].list", 9)]
+    assert "env_var('EMARSYS_SECRET'): secret environment variables can't be used" in problems[0].message
