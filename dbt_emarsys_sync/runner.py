@@ -326,8 +326,8 @@ def _run_jobs(engine: Engine, project: DbtProject, source: DbtWarehouseSource, c
 
 
 def _state_targets(request: RunRequest, sync_names: tuple[str, ...], include_known: bool):
-    """(project, source, sync names): the named syncs, else those of the selected models, else (for
-    `show`) every declared sync plus any the state still knows."""
+    """(project, source, sync names, include the state's own): the named syncs, else those of the
+    selected models, else (for `show`) every declared sync plus any the state still knows."""
     project = DbtProject(request.dbt_args(), artifacts_dir=request.artifacts_dir).load()
     source = DbtWarehouseSource(project, request.state_schema)
     if sync_names:
@@ -339,10 +339,28 @@ def _state_targets(request: RunRequest, sync_names: tuple[str, ...], include_kno
     return project, source, declared, include_known and not (request.select or request.exclude)
 
 
+def _check_sync_names(project: DbtProject, store, names: list[str]) -> None:
+    """Names given with --sync must be syncs the project declares or the state knows (a sync no longer
+    declared keeps its state until it is reset): a misspelt name is an error, never "0 rows"."""
+    declared, _problems = project.collect_syncs()
+    known = sorted({s.name for s in declared} | set(store.known_syncs() if store.exists() else ()))
+    unknown = [n for n in names if n not in known]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        near = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    raise ConfigError(f"unknown sync {', '.join(hints)}: the syncs declared or with state in "
+                      f"{store.schema} are {', '.join(known) or 'none'}")
+
+
 def show_state(request: RunRequest, sync_names: tuple[str, ...] = (), samples: int = 5) -> dict:
     project, source, names, include_known = _state_targets(request, sync_names, include_known=True)
     with source.hold(request.lock_timeout):
         store = source.store
+        if sync_names:
+            _check_sync_names(project, store, names)
         result: dict = {"state_schema": store.schema, "exists": store.exists(), "syncs": []}
         if not result["exists"]:
             result["syncs"] = [{"sync": n, "snapshot_rows": 0} for n in names]
@@ -354,13 +372,22 @@ def show_state(request: RunRequest, sync_names: tuple[str, ...] = (), samples: i
     return result
 
 
-def reset_state(request: RunRequest, sync_names: tuple[str, ...] = ()) -> dict:
-    """Forget what the syncs had acknowledged and rejected: their next run sends every row again."""
+def reset_state(request: RunRequest, sync_names: tuple[str, ...] = (),
+                confirm: Callable[[list[str]], None] | None = None) -> dict:
+    """Forget what the syncs had acknowledged and rejected: their next run sends every row again.
+
+    `confirm` is shown the sync names before anything is forgotten (it raises to stop); the warehouse
+    is not held while it waits for an answer."""
     from .dbt.state import new_run_id
 
     if not (sync_names or request.select or request.exclude):
         raise ConfigError("say which syncs to reset: --select (dbt selection) or --sync NAME")
     project, source, names, _ = _state_targets(request, sync_names, include_known=False)
+    if sync_names:
+        with source.hold(request.lock_timeout):
+            _check_sync_names(project, source.store, names)
+    if confirm is not None:
+        confirm(names)
     results = []
     with source.hold(request.lock_timeout):
         store = source.store

@@ -67,10 +67,12 @@ def reset(sync_names, yes, **kwargs) -> None:
     request = _request(**kwargs)
     if not (sync_names or request.select or request.exclude):
         raise click.UsageError("say which syncs to reset: --select (dbt selection) or --sync NAME")
-    if not yes:
-        which = ", ".join(sync_names) or " ".join(request.select) or "the selected syncs"
-        click.confirm(f"Reset the state of {which}? Their next run sends every row again", abort=True)
-    result = guard(lambda: reset_state(request, tuple(sync_names)))
+
+    def confirm(names: list[str]) -> None:
+        click.confirm(f"Reset the state of {len(names)} sync(s): {', '.join(names)}? Their next run sends "
+                      "every row again", abort=True)
+
+    result = guard(lambda: reset_state(request, tuple(sync_names), confirm=None if yes else confirm))
     for item in result["syncs"]:
         console.print(f"{item['sync']}: forgot {item['snapshot_rows']} acknowledged and "
                       f"{item['rejected_rows']} rejected rows", markup=False, highlight=False)

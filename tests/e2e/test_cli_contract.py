@@ -6,12 +6,14 @@ requests (or a secret) to the wrong place are refused before anything is sent.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import emulator_env, run_cli, run_dbt
+from tests.conftest import BIN, emulator_env, run_cli, run_dbt
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +96,36 @@ def test_a_selection_of_nothing_and_a_selection_without_declarations_are_told_ap
     assert excluded.returncode == 2
     assert "the selection (--select tag:emarsys --exclude tag:emarsys) matches no model" in excluded.stderr
     assert emarsys_writes(emulator) == []
+
+
+# -- state commands on names that don't exist -----------------------------------------------------------
+
+
+def test_state_commands_refuse_an_unknown_sync_and_name_the_known_ones(sample_project, emulator):
+    env = emulator_env(emulator)
+    assert run_cli(["run", "--select", "vip_customers"], cwd=sample_project, env=env).returncode in (0, 1)
+
+    shown = run_cli(["state", "show", "--sync", "shop_contact"], cwd=sample_project, env=env)
+    assert shown.returncode == 2, shown.output
+    assert "unknown sync 'shop_contact' (did you mean 'shop_contacts'?)" in shown.stderr
+    assert "shop_contacts, vip_list" in shown.stderr
+
+    reset = run_cli(["state", "reset", "--sync", "nope", "--yes"], cwd=sample_project, env=env)
+    assert reset.returncode == 2, reset.output
+    assert "unknown sync 'nope'" in reset.stderr and "forgot" not in reset.stdout
+
+    # Known names still work, declared or not yet run.
+    assert run_cli(["state", "show", "--sync", "shop_contacts"], cwd=sample_project, env=env).returncode == 0
+
+
+def test_state_reset_asks_with_the_names_of_the_syncs_it_would_reset(sample_project, emulator):
+    env = emulator_env(emulator)
+    assert run_cli(["run"], cwd=sample_project, env=env).returncode == 1
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("EMARSYS_", "DBT_"))}
+    declined = subprocess.run([str(BIN / "dbt-emarsys-sync"), "state", "reset", "--select", "tag:emarsys"],
+                              cwd=sample_project, env={**full_env, **env}, input="n\n", capture_output=True,
+                              text=True, timeout=300)
+    assert "Reset the state of 2 sync(s): shop_contacts, vip_list?" in declined.stdout, declined.stderr
+    assert declined.returncode != 0 and "forgot" not in declined.stdout
+    shown = json.loads(run_cli(["state", "show", "--output", "json"], cwd=sample_project, env=env).stdout)
+    assert all(s["snapshot_rows"] > 0 for s in shown["syncs"])     # nothing was forgotten
