@@ -18,7 +18,8 @@ from typing import Any
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SyncFailed
 
 MAX_SAMPLES = 20
-ARTIFACT_NAME = "emarsys_sync_results.json"
+ARTIFACT_NAME = "emarsys_sync_results.json"         # a run's results
+PLAN_ARTIFACT_NAME = "emarsys_sync_plan.json"      # a dry run's: never overwrites the last run's results
 STATUS_STYLES = {"success": "green", "rejected_rows": "yellow", "failed": "red", "skipped": "dim",
                  "planned": "cyan"}
 
@@ -141,10 +142,14 @@ class RunReport:
             "exit_code": self.exit_code,
         }
 
+    @property
+    def artifact_name(self) -> str:
+        return PLAN_ARTIFACT_NAME if self.dry_run else ARTIFACT_NAME
+
     def write(self, target_dir: Path) -> Path:
         """Write the artifact atomically: a crash or a full disk never leaves half a file behind. When
         it can't be written (disk full, read-only directory), SyncFailed names the file and why."""
-        path = target_dir / ARTIFACT_NAME
+        path = target_dir / self.artifact_name
         tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
         try:
             target_dir.mkdir(parents=True, exist_ok=True)

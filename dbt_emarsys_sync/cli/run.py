@@ -33,8 +33,8 @@ def sync_options(func):
         click.option("--samples", type=click.IntRange(min=0), default=5, show_default=True,
                      help="Dry run: sample rows shown per category."),
         click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                     help="json: print the results (the content of target/emarsys_sync_results.json) on "
-                          "stdout instead of the table."),
+                     help="json: print the results (the content of target/emarsys_sync_results.json, for "
+                          "a plan target/emarsys_sync_plan.json) on stdout instead of the table."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -129,3 +129,20 @@ def test_state_reset_asks_with_the_names_of_the_syncs_it_would_reset(sample_proj
     assert declined.returncode != 0 and "forgot" not in declined.stdout
     shown = json.loads(run_cli(["state", "show", "--output", "json"], cwd=sample_project, env=env).stdout)
     assert all(s["snapshot_rows"] > 0 for s in shown["syncs"])     # nothing was forgotten
+
+
+# -- a plan keeps the last run's results ----------------------------------------------------------------
+
+
+def test_a_plan_writes_its_own_file_and_keeps_the_last_runs_results(sample_project, emulator):
+    env = emulator_env(emulator)
+    assert run_cli(["run"], cwd=sample_project, env=env).returncode == 1
+    ran = (sample_project / "target" / "emarsys_sync_results.json").read_text()
+
+    planned = run_cli(["plan"], cwd=sample_project, env=env)
+    assert planned.returncode == 1, planned.output
+    assert (sample_project / "target" / "emarsys_sync_results.json").read_text() == ran
+    plan = json.loads((sample_project / "target" / "emarsys_sync_plan.json").read_text())
+    assert plan["metadata"]["dry_run"] is True
+    assert {r["status"] for r in plan["results"]} == {"planned"}
+    assert json.loads(ran)["metadata"]["dry_run"] is False
