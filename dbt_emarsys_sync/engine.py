@@ -446,7 +446,7 @@ class Engine:
         samples: dict[str, list[dict]] = {"new": [], "changed": [], "removals": []}
         new_keys: list[str] = []
         lo, hi = plan.upsert_range
-        for page in store.read_plan(plan.table, lo, hi, self.options.read_page):
+        for page in store.read_plan(plan.table, lo, hi, self.options.read_page, len(job.shape.read_columns)):
             for row in page:
                 if mapper is not None:
                     payload = self._payload(mapper, row)
@@ -460,7 +460,7 @@ class Engine:
                     new_keys.append(row.key)
         lo, hi = plan.remove_range
         if lo <= hi and limit:
-            for page in store.read_plan(plan.table, lo, min(hi, lo + limit - 1), limit):
+            for page in store.read_plan(plan.table, lo, min(hi, lo + limit - 1), limit, 0):
                 samples["removals"] += [{"key": row.key, **({"contact_id": row.member_id}
                                                             if row.member_id is not None else {})}
                                         for row in page]
@@ -602,7 +602,8 @@ class Engine:
     def _upsert_batches(self, job: SyncJob, mapper: RowMapper, lo: int, hi: int, failures: list):
         """Plan rows lo..hi -> request bodies; rows that can't be sent become rejections in their range."""
         batcher = _RangeBatcher(mapper.key_id, self.options, lo)
-        for page in self.store.read_plan(job.plan.table, lo, hi, self.options.read_page):  # type: ignore
+        for page in self.store.read_plan(job.plan.table, lo, hi, self.options.read_page,  # type: ignore
+                                         len(job.shape.read_columns)):
             for row in page:
                 payload = self._payload(mapper, row)
                 if isinstance(payload, Rejection):
@@ -809,7 +810,7 @@ class Engine:
         # A normal run removes members by the key they were added with; a full refresh removes what the
         # list really holds, by Emarsys contact id (a plan has one kind or the other).
         batch, key_id, start = _Batch([], [], []), mapper.key_id, lo
-        for page in self.store.read_plan(plan.table, lo, hi, self.options.read_page):
+        for page in self.store.read_plan(plan.table, lo, hi, self.options.read_page, 0):
             for row in page:
                 if self._should_stop(failures):
                     return
