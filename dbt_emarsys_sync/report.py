@@ -109,6 +109,7 @@ class RunReport:
     dry_run: bool = False
     state_schema: str = ""
     api_requests: int = 0             # every request of the run, including the field catalogue
+    samples: int = 5                  # example rows the summary shows per category (--samples)
 
     @property
     def exit_code(self) -> int:
@@ -272,7 +273,7 @@ def render(report: RunReport, console) -> None:
             verb = "would be rejected" if dry else "rejected"
             console.print(f"[bold]{s.name}[/]: {s.rejected} rows {verb} ({reasons}); for example:",
                           highlight=False)
-            for sample in s.rejected_samples[:5]:
+            for sample in s.rejected_samples[:report.samples]:
                 console.print(f"  - {sample['key']!s}: {sample['reason']}", markup=False, highlight=False)
         for category, rows in s.samples.items():
             if rows:

@@ -175,7 +175,7 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
         raise no_syncs_selected(project, selected, request.select, request.exclude, request.selector)
     syncs = [s for s in project.syncs(selected) if s.spec.enabled]
 
-    report = RunReport(dry_run=request.dry_run)
+    report = RunReport(dry_run=request.dry_run, samples=request.samples)
     # Only models whose last build succeeded and whose tests passed; the others are reported skipped.
     build_gate = gate(project, {s.model.unique_id: s.model for s in syncs}.values(),
                       ignore_build_results=request.ignore_build_results)
@@ -218,6 +218,9 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
                     with _Heartbeat(source, jobs):
                         _run_jobs(engine, project, source, clients, jobs, threads, request)
                 for job in jobs:
+                    if request.dry_run:
+                        # A plan shows --samples examples of every category, rejected rows included.
+                        del job.report.rejected_samples[request.samples:]
                     progress.done(job.name, job.report)
             report.syncs += [job.report for job in jobs]
     except KeyboardInterrupt:

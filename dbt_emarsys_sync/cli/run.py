@@ -31,7 +31,8 @@ def sync_options(func):
         click.option("--batch-size", type=click.IntRange(1, 1000), default=None,
                      help="Contacts per request (default 1000, Emarsys's maximum)."),
         click.option("--samples", type=click.IntRange(min=0), default=5, show_default=True,
-                     help="Dry run: sample rows shown per category."),
+                     help="Example rows shown per category: a plan's new, changed, removed and rejected "
+                          "rows; a run's rejected rows in the summary."),
         click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
                      help="json: print the results (the content of target/emarsys_sync_results.json, for "
                           "a plan target/emarsys_sync_plan.json) on stdout instead of the table."),

@@ -146,3 +146,36 @@ def test_a_plan_writes_its_own_file_and_keeps_the_last_runs_results(sample_proje
     assert plan["metadata"]["dry_run"] is True
     assert {r["status"] for r in plan["results"]} == {"planned"}
     assert json.loads(ran)["metadata"]["dry_run"] is False
+
+
+# -- --samples is honoured wherever examples are shown --------------------------------------------------
+
+
+def examples_after(output: str, heading: str) -> list[str]:
+    """The `  - ` lines that follow the line containing `heading`."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if heading in line) + 1
+    examples = []
+    for line in lines[start:]:
+        if not line.startswith("  - "):
+            break
+        examples.append(line)
+    return examples
+
+
+def test_samples_limits_every_list_of_examples(sample_project, emulator):
+    env = emulator_env(emulator)
+    text = run_cli(["plan", "--select", "emarsys_contacts", "--samples", "2"], cwd=sample_project, env=env)
+    assert text.returncode == 1, text.output
+    assert len(examples_after(text.stdout, "rows would be rejected")) == 2, text.stdout
+
+    as_json = run_cli(["plan", "--select", "emarsys_contacts", "--samples", "2", "--output", "json"],
+                      cwd=sample_project, env=env)
+    shop = json.loads(as_json.stdout)["results"][0]
+    assert shop["rejected"] > 2 and len(shop["rejected_samples"]) == 2
+    assert all(len(rows) <= 2 for rows in shop["samples"].values())
+
+    ran = run_cli(["run", "--select", "emarsys_contacts", "--samples", "1"], cwd=sample_project, env=env)
+    assert ran.returncode == 1, ran.output
+    assert len(examples_after(ran.stdout, "rows rejected")) == 1, ran.stdout
+    assert len(results(sample_project)["shop_contacts"]["rejected_samples"]) > 1   # the file keeps up to 20
