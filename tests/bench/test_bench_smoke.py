@@ -1,0 +1,34 @@
+"""The benchmark command runs end to end on a small model and writes its report.
+
+No timing is asserted here (speed is measured by `bench/run.py` itself, as ratios in one run); this
+keeps the command from rotting: every scenario runs, counts what it should, and the report holds the
+figures the README's Performance table is made of."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_runs_every_scenario_and_writes_its_report(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--rows", "3000", "--audience", "1000",
+         "--throttle-rows", "2000", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [report_file] = tmp_path.glob("*.json")
+    report = json.loads(report_file.read_text())
+    by_name = {r["scenario"]: r for r in report["results"]}
+    assert set(by_name) == {"limit", "naive", "initial sync", "no-change rerun", "1% changed",
+                            "mirror initial", "mirror 1% churn", "throttled"}
+    assert by_name["limit"]["contacts"] == by_name["naive"]["contacts"] == 3000
+    assert by_name["initial sync"]["contacts"] == 3000 and by_name["initial sync"]["exit_code"] == 0
+    assert by_name["no-change rerun"]["requests"] == 0
+    # 1% of 3,000 rows changed: 30 contacts in one request.
+    assert by_name["1% changed"]["contacts"] == 30
+    assert by_name["1% changed"]["notes"]["contact_requests"] == 1
+    assert by_name["throttled"]["notes"]["status_codes"].get("429", 0) == 0
+    assert {t["target"] for t in report["targets"]} and report["throttled"]["rows"] == 2000
+    assert (tmp_path / report_file.name.replace(".json", ".md")).read_text().startswith("Benchmark of 3,000 rows")
