@@ -22,7 +22,8 @@ from .checks import column_type_problems
 from .dbt.gating import gate
 from .dbt.project import DbtArgs, DbtProject
 from .dbt.source import DbtWarehouseSource
-from .emarsys import EmarsysClient, EmarsysConfigError, EmarsysSettings, FieldCatalog, InFlightKeys
+from .emarsys import EmarsysClient, EmarsysSettings, FieldCatalog, InFlightKeys
+from .emarsys.settings import MissingCredentials
 from .engine import Engine, EngineOptions, RunOptions, SyncJob, build_shape
 from .errors import ConfigError
 from .report import Progress, RunReport, SyncReport, render
@@ -161,10 +162,10 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
     if settings is None:
         try:
             settings = EmarsysSettings.from_env()
-        except EmarsysConfigError:
+        except MissingCredentials:
             if not request.dry_run:
                 raise
-            settings = None     # a dry run can still diff and count without Emarsys
+            settings = None     # a dry run can still diff and count without Emarsys (not with bad settings)
     if request.batch_size is not None and not 1 <= request.batch_size <= 1000:
         raise ConfigError(f"--batch-size must be between 1 and 1000 (Emarsys takes at most 1000 contacts a "
                           f"request), got {request.batch_size}")
@@ -258,6 +259,28 @@ def no_syncs_selected(project: DbtProject, selected: set[str] | None, select: tu
     shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
     return ConfigError(f"the selection ({flags}) matches {len(nodes)} model(s), none of which declares a sync "
                        f"in config.meta.emarsys: {shown}")
+
+
+def runner_settings_problems(project: DbtProject, env: dict[str, str] | None = None) -> list:
+    """The runner's own settings from the environment, checked as `run` would check them (for
+    `validate`): EMARSYS_SYNC_DUCKDB_MEMORY_LIMIT on a DuckDB target whose profile sets no memory_limit."""
+    import os
+
+    from .dbt.source import DUCKDB_MEMORY_ENV, check_duckdb_memory_limit
+    from .spec import Problem
+
+    env = os.environ if env is None else env
+    credentials = getattr(project.config, "credentials", None)
+    on_duckdb = getattr(credentials, "type", None) == "duckdb"
+    profile_sets_it = "memory_limit" in (getattr(credentials, "settings", None) or {})
+    memory = (env.get(DUCKDB_MEMORY_ENV) or "").strip()
+    if not on_duckdb or profile_sets_it or memory.lower() in ("", "off", "none"):
+        return []
+    try:
+        check_duckdb_memory_limit(memory)
+    except ConfigError as exc:
+        return [Problem("", "environment", DUCKDB_MEMORY_ENV, str(exc))]
+    return []
 
 
 def _jobs(source: DbtWarehouseSource, syncs: Iterable) -> list[SyncJob]:

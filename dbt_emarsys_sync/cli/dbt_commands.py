@@ -71,6 +71,8 @@ def _validate(project_dir, profiles_dir, target, profile, vars_, select, exclude
     selected = _selected(project, select, exclude)
     _require_declarations(project, selected, select, exclude, selector)
     syncs, problems = project.collect_syncs(selected)
+    from ..runner import runner_settings_problems
+    problems += runner_settings_problems(project)      # the runner's own settings, as run checks them
     enabled = [s for s in syncs if s.spec.enabled]
     if no_emarsys:
         return problems + check_syncs(project, enabled, None), [s.name for s in enabled]

@@ -25,6 +25,12 @@ DEFAULT_DUCKDB_MEMORY_LIMIT = "200MB"         # while diffing: a million-row dif
 DEFAULT_DUCKDB_SEND_MEMORY_LIMIT = "100MB"    # while sending: plan pages and checkpoints only
 
 
+def check_duckdb_memory_limit(value: str) -> None:
+    """EMARSYS_SYNC_DUCKDB_MEMORY_LIMIT (other than off): a size DuckDB takes. Also checked by `validate`."""
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value.strip(), re.IGNORECASE):
+        raise ConfigError(f"{DUCKDB_MEMORY_ENV} must be a size such as 512MB or 2GB, got {value.strip()!r}")
+
+
 class WarehouseBusy(SyncFailed):
     """Another process holds the database (DuckDB: one writing process per file)."""
 
@@ -102,8 +108,7 @@ class DbtWarehouseSource:
             chosen = chosen.strip()
             if not chosen or chosen.lower() in ("off", "none"):
                 return
-            if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", chosen, re.IGNORECASE):
-                raise ConfigError(f"{DUCKDB_MEMORY_ENV} must be a size such as 512MB or 2GB, got {chosen!r}")
+            check_duckdb_memory_limit(chosen)
             self._memory_caps = (chosen, chosen)
         else:
             self._memory_caps = (DEFAULT_DUCKDB_MEMORY_LIMIT, DEFAULT_DUCKDB_SEND_MEMORY_LIMIT)

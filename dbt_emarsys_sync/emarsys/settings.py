@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .errors import EmarsysConfigError
 
 DEFAULT_API_URL = "https://api.emarsys.net"
 DEFAULT_AUTH_URL = "https://auth.emarsys.net/oauth2/token"
+EMARSYS_DOMAIN = "emarsys.net"
+
+
+class MissingCredentials(EmarsysConfigError):
+    """No Emarsys credential is set at all (a dry run can still diff and count without them)."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,9 @@ class EmarsysSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "EmarsysSettings":
         env = os.environ if env is None else env
+        api_url = _api_url(env)
         common = dict(
-            api_url=_url(env, "EMARSYS_API_URL", DEFAULT_API_URL),
+            api_url=api_url,
             auth_url=_url(env, "EMARSYS_AUTH_URL", DEFAULT_AUTH_URL),
             rate_limit_per_minute=_int(env, "EMARSYS_RATE_LIMIT", 1000),
             timeout_seconds=_positive_float(env, "EMARSYS_TIMEOUT", 120.0),
@@ -52,13 +60,14 @@ class EmarsysSettings:
             if not (client_id and client_secret):
                 missing = "EMARSYS_CLIENT_SECRET" if client_id else "EMARSYS_CLIENT_ID"
                 raise EmarsysConfigError(f"missing Emarsys credentials: {missing} is not set")
+            _check_token_endpoint(env, api_url)
             return cls(scheme="oauth", client_id=client_id, client_secret=client_secret, **common)
         if username or secret:
             if not (username and secret):
                 missing = "EMARSYS_SECRET" if username else "EMARSYS_USERNAME"
                 raise EmarsysConfigError(f"missing Emarsys credentials: {missing} is not set")
             return cls(scheme="wsse", username=username, secret=secret, **common)
-        raise EmarsysConfigError(
+        raise MissingCredentials(
             "missing Emarsys credentials: set EMARSYS_CLIENT_ID and EMARSYS_CLIENT_SECRET (OAuth 2.0), "
             "or EMARSYS_USERNAME and EMARSYS_SECRET (WSSE)"
         )
@@ -109,3 +118,34 @@ def _url(env, name: str, default: str) -> str:
     if not value.lower().startswith(("https://", "http://")):
         raise EmarsysConfigError(f"{name} must start with https:// (got {value!r})")
     return value
+
+
+def _api_url(env) -> str:
+    """EMARSYS_API_URL is the API's base: the client adds /api/v3 or /api/v2 itself, so a URL that ends
+    with a version would reach /api/v3/api/v3/... and meet nothing but 404s."""
+    value = _url(env, "EMARSYS_API_URL", DEFAULT_API_URL)
+    parts = urlsplit(value)
+    versioned = re.search(r"/api/v\d+/*$", parts.path, re.IGNORECASE)
+    if versioned:
+        base = parts._replace(path=parts.path[:versioned.start()], query="", fragment="").geturl()
+        raise EmarsysConfigError(f"EMARSYS_API_URL must be the API's base URL, without /api/v2 or /api/v3 (the "
+                                 f"runner adds the version the credentials need): set it to {base!r}")
+    return value
+
+
+def _is_emarsys(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == EMARSYS_DOMAIN or host.endswith("." + EMARSYS_DOMAIN)
+
+
+def _check_token_endpoint(env, api_url: str) -> None:
+    """API calls going somewhere other than Emarsys while the client secret goes to Emarsys's real token
+    endpoint (EMARSYS_AUTH_URL left at its default) is a mix-up: refuse it rather than send the secret
+    where the API calls don't go."""
+    if (env.get("EMARSYS_AUTH_URL") or "").strip() or _is_emarsys(api_url):
+        return
+    raise EmarsysConfigError(
+        f"EMARSYS_API_URL points at {urlsplit(api_url).netloc}, not Emarsys, but EMARSYS_AUTH_URL is not set, "
+        f"so the client secret would go to Emarsys's token endpoint ({DEFAULT_AUTH_URL}) while the API calls "
+        "go elsewhere. Set EMARSYS_AUTH_URL to the token endpoint that belongs with EMARSYS_API_URL (for the "
+        f"bundled emulator: {api_url.rstrip('/')}/oauth2/token)")

@@ -179,3 +179,38 @@ def test_samples_limits_every_list_of_examples(sample_project, emulator):
     assert ran.returncode == 1, ran.output
     assert len(examples_after(ran.stdout, "rows rejected")) == 1, ran.stdout
     assert len(results(sample_project)["shop_contacts"]["rejected_samples"]) > 1   # the file keeps up to 20
+
+
+# -- settings that would send requests, or the secret, to the wrong place --------------------------------
+
+
+def test_an_api_url_with_the_version_is_refused_naming_the_base_url(sample_project, emulator):
+    env = {**emulator_env(emulator), "EMARSYS_API_URL": f"{emulator.url}/api/v3"}
+    for command in (["run"], ["plan"], ["validate"]):
+        result = run_cli(command, cwd=sample_project, env=env)
+        assert result.returncode == 2, (command, result.output)
+        assert "EMARSYS_API_URL must be the API's base URL" in result.output, (command, result.output)
+        assert repr(emulator.url) in result.output
+    assert httpx.get(f"{emulator.url}/_emulator/requests").json() == []
+
+
+def test_a_secret_bound_for_emarsys_while_the_api_calls_go_elsewhere_is_refused(sample_project, emulator):
+    env = {k: v for k, v in emulator_env(emulator).items() if k != "EMARSYS_AUTH_URL"}
+    for command in (["run"], ["plan"]):
+        result = run_cli(command, cwd=sample_project, env=env)
+        assert result.returncode == 2, (command, result.output)
+        assert "EMARSYS_API_URL" in result.stderr and "EMARSYS_AUTH_URL is not set" in result.stderr
+        assert f"{emulator.url}/oauth2/token" in result.stderr
+        assert env["EMARSYS_CLIENT_SECRET"] not in result.output
+    assert httpx.get(f"{emulator.url}/_emulator/requests").json() == []
+    # Set explicitly, the token endpoint is the user's choice.
+    assert run_cli(["run"], cwd=sample_project, env=emulator_env(emulator)).returncode == 1
+
+
+def test_validate_checks_the_runners_own_settings(sample_project):
+    result = run_cli(["validate", "--no-emarsys"], cwd=sample_project,
+                     env={"EMARSYS_SYNC_DUCKDB_MEMORY_LIMIT": "lots"})
+    assert result.returncode == 2, result.output
+    assert "EMARSYS_SYNC_DUCKDB_MEMORY_LIMIT must be a size" in result.stderr
+    fine = run_cli(["validate", "--no-emarsys"], cwd=sample_project, env={"EMARSYS_SYNC_DUCKDB_MEMORY_LIMIT": "1GB"})
+    assert fine.returncode == 0, fine.output
