@@ -195,6 +195,8 @@ class Sync:
     # Where the sync is declared and its position in `syncs`, so later checks can point at its keys.
     source: Source | None = field(default=None, compare=False)
     index: int = field(default=0, compare=False)
+    # False for a sync with problems, kept only so that its columns and fields can be checked too.
+    complete: bool = field(default=True, compare=False)
 
     @property
     def name(self) -> str:
@@ -275,108 +277,151 @@ def parse_project_settings(raw: Any, source: Source, *,
                            secrets: list[tuple[str, str]] | None = None) -> tuple[ProjectDefaults, list[Problem]]:
     """Validate the project var `emarsys` (defaults are checked key by key against SyncSpec).
 
-    `secrets`: (name, value) of the secret environment variables (default: from the environment)."""
+    `secrets`: (name, value) of the secret environment variables (default: from the environment).
+    Every problem is reported; what is still usable (the defaults' valid keys) is kept, so the syncs
+    can be checked too."""
     if raw is None:
         return ProjectDefaults(source=source), []
-    problems = [_problem_at(source, "", key, msg)
-                for key, msg in _secrets_in(raw, source, secret_variables() if secrets is None else secrets)]
-    if problems:
-        return ProjectDefaults(source=source), problems
+    secrets = secret_variables() if secrets is None else secrets
+    found = _secrets_in(raw, source, secrets)
+    problems = [_problem_at(source, "", key, msg) for key, msg in found]
+    raw = _without(raw, _redactions(raw, source.prefix, secrets), source.prefix)
     try:
         settings = ProjectSettings.model_validate(raw)
     except ValidationError as exc:
-        return ProjectDefaults(source=source), [
-            _problem_at(source, "", *_describe(err, ProjectSettings, source.prefix))
-            for err in exc.errors()]
+        problems += [_problem_at(source, "", *_describe(err, ProjectSettings, source.prefix))
+                     for err in exc.errors() if not _under_any(key_path(list(err["loc"]), source.prefix),
+                                                              [key for key, _ in found])]
+        defaults = raw.get("defaults") if isinstance(raw, dict) else None
+        settings = ProjectSettings(defaults=defaults if isinstance(defaults, dict) else {})
     project = ProjectDefaults(settings, source)
-    return project, _defaults_problems(settings.defaults, project.defaults_source, "")
+    return project, problems + _defaults_problems(settings.defaults, project.defaults_source, "")
+
+
+@dataclass
+class Collected:
+    """Every sync declared, every problem, and what can still be checked of the broken syncs."""
+
+    syncs: list[Sync] = field(default_factory=list)        # valid, ready to run
+    problems: list[Problem] = field(default_factory=list)
+    # Syncs with problems that still parse once the broken keys are left out: their columns and
+    # fields can be checked (validate reports everything at once), but they never run.
+    incomplete: list[Sync] = field(default_factory=list)
+    # Syncs too broken to check further, as notes saying so (placed like problems).
+    unchecked: list[Problem] = field(default_factory=list)
 
 
 def parse_model_meta(model: ModelRef, emarsys_meta: Any, *, source: Source | None = None,
                      defaults: Any = None, defaults_source: Source | None = None,
                      project: ProjectDefaults | None = None, render: Renderer | None = None,
                      secrets: list[tuple[str, str]] | None = None) -> tuple[list[Sync], list[Problem]]:
-    """Validate one model's `meta.emarsys`; return its syncs and every problem found.
+    """Validate one model's `meta.emarsys`; return its valid syncs and every problem found.
 
     `secrets`: (name, value) of the secret environment variables, whose values a declaration may not
     hold (default: those of the renderer's environment, else of this process)."""
+    found = parse_model(model, emarsys_meta, source=source, defaults=defaults, defaults_source=defaults_source,
+                        project=project, render=render, secrets=secrets)
+    return found.syncs, found.problems
+
+
+def parse_model(model: ModelRef, emarsys_meta: Any, *, source: Source | None = None,
+                defaults: Any = None, defaults_source: Source | None = None,
+                project: ProjectDefaults | None = None, render: Renderer | None = None,
+                secrets: list[tuple[str, str]] | None = None) -> Collected:
+    """`parse_model_meta`, keeping what can still be checked of the syncs that have problems.
+
+    Nothing stops at the first problem: a misplaced credential, an unknown key or a bad default is
+    reported and left out, and the rest is checked all the same."""
     source = source or Source(model.yaml_path)
     defaults_source = defaults_source or Source(model.yaml_path, DEFAULTS_META_KEY)
     where = model.display_name
-    problems: list[Problem] = []
+    out = Collected()
     if secrets is None:
         secrets = secret_variables(getattr(render, "env", None))
 
-    # Credentials first, on the raw values: nothing below may echo them.
-    problems += [_problem_at(source, where, key, msg) for key, msg in _secrets_in(emarsys_meta, source, secrets)]
-    problems += [_problem_at(defaults_source, where, key, msg)
-                 for key, msg in _secrets_in(defaults, defaults_source, secrets)]
-    if problems:
-        return [], problems
+    def report(src: Source, key: str, message: str) -> None:
+        out.problems.append(_problem_at(src, where, key, message))
+
+    # Credentials first, on the raw values: they are reported, then left out (a secret value is
+    # replaced), so nothing below can echo them.
+    secret_keys: list[str] = []
+    for src, value in ((source, emarsys_meta), (defaults_source, defaults)):
+        for key, message in _secrets_in(value, src, secrets):
+            report(src, key, message)
+            secret_keys.append(key)
+    emarsys_meta = _without(emarsys_meta, _redactions(emarsys_meta, source.prefix, secrets), source.prefix)
+    defaults = _without(defaults, _redactions(defaults, defaults_source.prefix, secrets), defaults_source.prefix)
 
     if not isinstance(emarsys_meta, dict):
-        return [], [_problem_at(source, where, SPEC_ROOT,
-                                f"expected a mapping with a list of `syncs`, got {_kind(emarsys_meta)}")]
+        report(source, SPEC_ROOT, f"expected a mapping with a list of `syncs`, got {_kind(emarsys_meta)}")
+        return out
     if "syncs" not in emarsys_meta and set(emarsys_meta) & set(SyncSpec.model_fields):
-        return [], [_problem_at(source, where, SPEC_ROOT, "a model's syncs go in a list under `syncs`: "
-                                "`emarsys: {syncs: [{name: ..., key: ...}]}`")]
+        report(source, SPEC_ROOT, "a model's syncs go in a list under `syncs`: "
+                                  "`emarsys: {syncs: [{name: ..., key: ...}]}`")
+        return out
     for key in emarsys_meta:
         if key != "syncs":
-            problems.append(_problem_at(source, where, f"{SPEC_ROOT}.{key}",
-                                        f"unknown key {key!r}" + _did_you_mean(str(key), ["syncs"])))
+            report(source, f"{SPEC_ROOT}.{key}", f"unknown key {key!r}" + _did_you_mean(str(key), ["syncs"]))
     syncs_raw = emarsys_meta.get("syncs")
     if syncs_raw is None:
-        if not problems:
-            problems.append(_problem_at(source, where, f"{SPEC_ROOT}.syncs", "required key is missing"))
-        return [], problems
+        if not out.problems:
+            report(source, f"{SPEC_ROOT}.syncs", "required key is missing")
+        return out
     if not isinstance(syncs_raw, list):
-        problems.append(_problem_at(source, where, f"{SPEC_ROOT}.syncs",
-                                    f"expected a list of syncs, got {_kind(syncs_raw)}"))
-        return [], problems
+        report(source, f"{SPEC_ROOT}.syncs", f"expected a list of syncs, got {_kind(syncs_raw)}")
+        return out
     if not syncs_raw:
-        problems.append(_problem_at(source, where, f"{SPEC_ROOT}.syncs", "should have at least 1 sync"))
-        return [], problems
+        report(source, f"{SPEC_ROOT}.syncs", "should have at least 1 sync")
+        return out
 
     model_defaults: dict = {}
-    if defaults is not None:
-        if isinstance(defaults, dict):
-            model_defaults = defaults
-            problems += _defaults_problems(defaults, defaults_source, where)
-        else:
-            problems.append(_problem_at(defaults_source, where, DEFAULTS_META_KEY,
-                                        f"expected a mapping of sync defaults, got {_kind(defaults)}"))
+    if isinstance(defaults, dict):
+        out.problems += _defaults_problems(defaults, defaults_source, where)
+        model_defaults = _usable_defaults(defaults)
+    elif defaults is not None:
+        report(defaults_source, DEFAULTS_META_KEY, f"expected a mapping of sync defaults, got {_kind(defaults)}")
     layers = [(model_defaults, defaults_source),
-              ((project.defaults, project.defaults_source) if project else ({}, None))]
-    if problems:
-        return [], problems
+              ((_usable_defaults(project.defaults), project.defaults_source) if project else ({}, None))]
 
-    syncs: list[Sync] = []
     for index, raw in enumerate(syncs_raw):
         prefix = f"{SPEC_ROOT}.syncs[{index}]"
         if not isinstance(raw, dict):
-            problems.append(_problem_at(source, where, prefix, f"expected a mapping, got {_kind(raw)}"))
+            report(source, prefix, f"expected a mapping, got {_kind(raw)}")
             continue
+        own: list[Problem] = []
+        # Keys already reported (a credential, a failed rendering): their validation errors would
+        # only repeat the problem, or echo what was left out.
+        reported = [key for key in secret_keys if _under_any(key, [prefix])]
         merged = raw
         for layer, _ in layers:
             merged = deep_merge(layer, merged)
         merged, render_problems = _render_all(merged, render)
-        if render_problems:
-            for loc, message in render_problems:
-                problems.append(_located(loc, message, raw, layers, source, prefix, where))
-            continue
+        for loc, message in render_problems:
+            own.append(_located(loc, message, raw, layers, source, prefix, where))
+            reported.append(key_path(loc, prefix))
         # What Jinja rendered here (SQL config strings, defaults) may hold a secret's value too.
-        rendered_secrets = _secret_values(merged, [], secrets)
-        if rendered_secrets:
-            for loc, name in rendered_secrets:
-                problems.append(_located(loc, _secret_value_message(name), raw, layers, source, prefix, where))
+        for loc, name in _secret_values(merged, [], secrets):
+            own.append(_located(loc, _secret_value_message(name), raw, layers, source, prefix, where))
+            reported.append(key_path(loc, prefix))
+        merged = _without(merged, _redactions(merged, prefix, secrets), prefix)
+        spec, errors = _validate(merged)
+        for err in errors:
+            loc = list(err["loc"])
+            if not _under_any(key_path(loc, prefix), reported):
+                own.append(_located(loc, None, raw, layers, source, prefix, where, err))
+        out.problems += own
+        if spec is not None and not own and not reported:
+            out.syncs.append(Sync(spec, model, source, index))
             continue
-        try:
-            syncs.append(Sync(SyncSpec.model_validate(merged), model, source, index))
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = list(err["loc"])
-                problems.append(_located(loc, None, raw, layers, source, prefix, where, err))
-    return (syncs if not problems else []), problems
+        best = spec or _best_effort(merged, errors)
+        if best is not None:
+            out.incomplete.append(Sync(best, model, source, index, complete=False))
+        else:
+            name = raw.get("name") if isinstance(raw.get("name"), str) else f"syncs[{index}]"
+            out.unchecked.append(_problem_at(source, where, prefix,
+                                             f"column and field checks skipped for sync {name} until its "
+                                             "declaration is fixed"))
+    return out
 
 
 def parse_declarations(models: list, *, project: ProjectDefaults | None = None,
@@ -394,19 +439,30 @@ def collect_declarations(models: list, *, project: ProjectDefaults | None = None
                          render: Renderer | None = None,
                          secrets: list[tuple[str, str]] | None = None) -> tuple[list[Sync], list[Problem]]:
     """Like `parse_declarations`, but returns the problems instead of raising."""
-    syncs: list[Sync] = []
-    problems: list[Problem] = []
+    found = collect(models, project=project, render=render, secrets=secrets)
+    return found.syncs, found.problems
+
+
+def collect(models: list, *, project: ProjectDefaults | None = None, render: Renderer | None = None,
+            secrets: list[tuple[str, str]] | None = None) -> Collected:
+    """Every sync of every model, every problem (duplicate names included, broken syncs' too), and
+    what can still be checked of the broken syncs."""
+    out = Collected()
     if secrets is None:
         secrets = secret_variables(getattr(render, "env", None))
     for item in models:
         decl = item if isinstance(item, Declaration) else Declaration(item[0], item[1])
-        found, errs = parse_model_meta(decl.model, decl.meta, source=decl.source, defaults=decl.defaults,
-                                       defaults_source=decl.defaults_source, project=project, render=render,
-                                       secrets=secrets)
-        syncs.extend(found)
-        problems.extend(errs)
+        found = parse_model(decl.model, decl.meta, source=decl.source, defaults=decl.defaults,
+                            defaults_source=decl.defaults_source, project=project, render=render,
+                            secrets=secrets)
+        out.syncs += found.syncs
+        out.problems += found.problems
+        out.incomplete += found.incomplete
+        out.unchecked += found.unchecked
     seen: dict[str, Sync] = {}
-    for sync in syncs:
+    for sync in sorted(out.syncs + out.incomplete, key=lambda s: (s.model.unique_id, s.index)):
+        if sync.name.startswith(_UNNAMED):
+            continue
         if sync.name in seen:
             other = seen[sync.name].model
             hint = ""
@@ -415,11 +471,86 @@ def collect_declarations(models: list, *, project: ProjectDefaults | None = None
                 hint = ("; a declaration at the model level applies to every version of a versioned "
                         "model: declare the sync under the version that should sync "
                         "(`versions: [{v: 2, config: {meta: {emarsys: ...}}}]`)")
-            problems.append(sync.problem("name", f"the sync name {sync.name!r} is also used by model "
-                                                 f"{other.display_name} ({other.yaml_path}); sync names "
-                                                 f"must be unique{hint}"))
+            out.problems.append(sync.problem("name", f"the sync name {sync.name!r} is also used by model "
+                                                     f"{other.display_name} ({other.yaml_path}); sync names "
+                                                     f"must be unique{hint}"))
         seen[sync.name] = sync
-    return syncs, _unique(problems)
+    out.problems = _unique(out.problems)
+    return out
+
+
+# A sync whose name is invalid is still checked, under this placeholder (never reported as a name).
+_UNNAMED = "_unnamed_sync_"
+
+
+def _validate(merged: dict) -> tuple[SyncSpec | None, list[dict]]:
+    try:
+        return SyncSpec.model_validate(merged), []
+    except ValidationError as exc:
+        return None, exc.errors()
+
+
+def _best_effort(merged: dict, errors: list[dict]) -> SyncSpec | None:
+    """The sync with its broken keys left out (defaults take their place), for the checks that don't
+    depend on them: a typo in `behaviour` shouldn't hide a missing column. None when what is left
+    can't be checked (e.g. the key is missing)."""
+    trimmed = copy.deepcopy(merged)
+    for _ in range(3):
+        for err in errors:
+            loc = list(err["loc"])
+            if not loc:        # the sync as a whole (object, behaviour and list don't fit together)
+                for name in ("object", "behaviour", "list"):
+                    trimmed.pop(name, None)
+            elif loc[0] == "name":
+                trimmed["name"] = _UNNAMED + str(id(trimmed))
+            elif len(loc) >= 2 and loc[0] in ("fields", "constants", "key", "safety") and \
+                    isinstance(trimmed.get(loc[0]), dict) and loc[1:] != ["column"]:
+                trimmed[loc[0]].pop(loc[1], None)
+            else:
+                trimmed.pop(loc[0], None)
+        spec, errors = _validate(trimmed)
+        if spec is not None:
+            return spec
+    return None
+
+
+def _usable_defaults(defaults: dict) -> dict:
+    """Defaults without the keys reported as unusable (unknown keys, `name`)."""
+    return {k: v for k, v in defaults.items() if k in SyncSpec.model_fields and k != "name"}
+
+
+def _under_any(key: str, paths: list[str]) -> bool:
+    """`key` is one of `paths` or inside one of them."""
+    return any(key == p or key.startswith(p + ".") or key.startswith(p + "[") for p in paths)
+
+
+# What a secret value is replaced with once reported, so that nothing later can echo it.
+REDACTED = "<secret>"
+
+
+def _without(value: Any, keys: list[str], prefix: str) -> Any:
+    """`value` with what is at the key paths `keys` (paths under `prefix`) left out: a key named like a
+    credential is dropped, anything else is replaced by REDACTED."""
+    if not keys:
+        return value
+
+    def walk(current: Any, path: str) -> Any:
+        if path in keys:
+            return REDACTED
+        if isinstance(current, dict):
+            return {k: walk(v, f"{path}.{k}") for k, v in current.items()
+                    if not (f"{path}.{k}" in keys and isinstance(k, str) and _SECRET_NAME.search(_normalise(k)))}
+        if isinstance(current, list):
+            return [walk(v, f"{path}[{i}]") for i, v in enumerate(current)]
+        return current
+
+    return walk(value, prefix)
+
+
+def _redactions(value: Any, prefix: str, secrets: list[tuple[str, str]]) -> list[str]:
+    """Key paths to leave out of a declaration: credential keys and values holding a secret."""
+    return [key for key, _ in _secret_keys(value, prefix)] + \
+        [key_path(loc, prefix) for loc, _ in _secret_values(value, [], secrets)]
 
 
 def deep_merge(base: Any, override: Any) -> Any:

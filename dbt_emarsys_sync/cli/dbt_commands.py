@@ -49,13 +49,16 @@ def validate(project_dir, profiles_dir, target, profile, vars_, select, exclude,
     Every problem is reported at once; exit code 2 when there is any, 0 otherwise. Nothing is sent."""
     result = guard(lambda: _validate(project_dir, profiles_dir, target, profile, vars_, select, exclude,
                                      selector, state, no_emarsys))
-    problems, checked = result
+    problems, checked, notes = result
     if output == "json":
-        print_json({"syncs": checked, "problems": [p.as_dict() for p in problems]})
+        print_json({"syncs": checked, "problems": [p.as_dict() for p in problems],
+                    "notes": [n.as_dict() for n in notes]})
     elif problems:
         error(f"{len(problems)} problem(s) found:")
         for problem in problems:
             err_console.print(f"  {problem}", markup=False, soft_wrap=True)
+        for note in notes:
+            err_console.print(f"note: {note}", markup=False, soft_wrap=True)
     else:
         scope = "declarations and columns" if no_emarsys else "declarations, columns and Emarsys fields"
         console.print(f"{len(checked)} sync(s) OK ({scope}): {', '.join(checked)}", markup=False,
@@ -64,18 +67,21 @@ def validate(project_dir, profiles_dir, target, profile, vars_, select, exclude,
 
 
 def _validate(project_dir, profiles_dir, target, profile, vars_, select, exclude, selector, state,
-              no_emarsys) -> tuple[list, list[str]]:
+              no_emarsys) -> tuple[list, list[str], list]:
+    """(problems, the names of the syncs checked, notes on what couldn't be checked). Every check runs
+    whatever the others found: the syncs with declaration problems are checked too, as far as they
+    parse (their columns and fields), so that one pass shows everything to fix."""
     from ..checks import check_syncs
 
     project = _project(project_dir, profiles_dir, target, profile, vars_, selector, state)
     selected = _selected(project, select, exclude)
     _require_declarations(project, selected, select, exclude, selector)
-    syncs, problems = project.collect_syncs(selected)
-    from ..runner import runner_settings_problems
-    problems += runner_settings_problems(project)      # the runner's own settings, as run checks them
-    enabled = [s for s in syncs if s.spec.enabled]
+    found = project.collect(selected)
+    problems = found.problems
+    checked = [s for s in found.syncs + found.incomplete if s.spec.enabled]
+    names = [s.name for s in found.syncs if s.spec.enabled]
     if no_emarsys:
-        return problems + check_syncs(project, enabled, None), [s.name for s in enabled]
+        return problems + check_syncs(project, checked, None), names, found.unchecked
     from ..emarsys import EmarsysClient, EmarsysSettings, FieldCatalog
     from ..emarsys.errors import EmarsysError
 
@@ -83,7 +89,7 @@ def _validate(project_dir, profiles_dir, target, profile, vars_, select, exclude
         client = EmarsysClient(EmarsysSettings.from_env())
     except (ConfigError, EmarsysError) as exc:
         problems.append(_connection_problem(exc))
-        return problems + check_syncs(project, enabled, None), [s.name for s in enabled]
+        return problems + check_syncs(project, checked, None), names, found.unchecked
     with client:
         catalog = None
         try:
@@ -92,8 +98,8 @@ def _validate(project_dir, profiles_dir, target, profile, vars_, select, exclude
             catalog = FieldCatalog.from_api(client.get_fields(), choice_loader=client.get_choices)
         except (ConfigError, EmarsysError) as exc:
             problems.append(_connection_problem(exc))
-        problems += check_syncs(project, enabled, catalog)
-    return problems, [s.name for s in enabled]
+        problems += check_syncs(project, checked, catalog)
+    return problems, names, found.unchecked
 
 
 def _connection_problem(exc: Exception):

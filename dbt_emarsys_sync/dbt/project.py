@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError
-from ..spec import (DEFAULTS_META_KEY, PROJECT_VAR, SPEC_ROOT, Declaration, JinjaRenderer, ModelRef,
-                    Problem, ProjectDefaults, Source, SpecError, Sync, collect_declarations,
-                    parse_project_settings)
+from ..spec import (DEFAULTS_META_KEY, PROJECT_VAR, SPEC_ROOT, Collected, Declaration, JinjaRenderer,
+                    ModelRef, Problem, ProjectDefaults, Source, SpecError, Sync, collect, parse_project_settings)
 from . import locate
 
 SKIP_DIRS = {"target", "dbt_packages", "logs", ".venv", "venv", ".git", "__pycache__", "dbt_modules"}
@@ -272,10 +271,15 @@ class DbtProject:
 
     def collect_syncs(self, selected: set[str] | None = None) -> tuple[list[Sync], list[Problem]]:
         """Every declared sync (project defaults merged, Jinja rendered) and every problem found."""
+        found = self.collect(selected)
+        return found.syncs, found.problems
+
+    def collect(self, selected: set[str] | None = None) -> Collected:
+        """`collect_syncs`, with what can still be checked of the syncs that have problems."""
         project, problems = self.project_settings()
-        syncs, more = collect_declarations(self.declarations(selected), project=project,
-                                           render=self.renderer())
-        return syncs, problems + more
+        found = collect(self.declarations(selected), project=project, render=self.renderer())
+        found.problems = problems + found.problems
+        return found
 
     def syncs(self, selected: set[str] | None = None) -> list[Sync]:
         """`collect_syncs`, raising SpecError with every problem."""

@@ -98,3 +98,54 @@ def test_declaration_problems_exit_2_before_touching_the_warehouse(gating):
     assert "model tested: emarsys.syncs[0].behavior: unknown key 'behavior'; did you mean 'behaviour'?" \
         in result.stderr
     assert "abc123" not in result.output
+
+
+def test_one_validate_pass_reports_every_problem_of_every_sync(gating, emulator):
+    """A schema typo doesn't hide the column and field problems of the same sync, a credential doesn't
+    hide the rest of its sync, and a duplicate name is reported with everything else."""
+    yml = gating / "models" / "marts" / "_marts.yml"
+    text = yml.read_text()
+    text = text.replace("""            - name: good_sync
+              key: {column: email}
+              fields: {first_name: first_name}""", """            - name: good_sync
+              behavior: update_only
+              object: contactlist
+              key: {column: email}
+              fields: {first_nam: first_name, first_name: Loyalty Teir}""")
+    text = text.replace("""            - name: tested_sync
+              key: {column: email}
+              fields: {tier: loyalty_tier}""", """            - name: tested_sync
+              api_key: abc123
+              null_policy: clean
+              key: {column: email}
+              fields: {tier: loyalty_tier, tire: first_name}""")
+    text = text.replace("- name: warned_sync", "- name: good_sync")
+    text = text.replace("""            - name: broken_sync
+              key: {column: email}""", """            - name: broken_sync
+              keys: {column: email}""")
+    yml.write_text(text)
+    result = run_cli(["validate", "--output", "json"], cwd=gating, env=emulator_env(emulator))
+    assert result.returncode == 2, result.output
+    report = json.loads(result.stdout)
+    found = {(p["model"], p["key"]): p["message"] for p in report["problems"]}
+    assert found[("good", "emarsys.syncs[0].behavior")] == "unknown key 'behavior'; did you mean 'behaviour'?"
+    assert found[("good", "emarsys.syncs[0].object")] == \
+        "expected one of 'contact', 'contact_list', got 'contactlist'; did you mean 'contact_list'?"
+    assert found[("good", "emarsys.syncs[0].fields.first_nam")].startswith(
+        "column 'first_nam' is not in the model; did you mean 'first_name'?")
+    assert found[("good", "emarsys.syncs[0].fields.first_name")] == \
+        "no Emarsys field named 'Loyalty Teir'; did you mean 'loyalty_tier'?"
+    assert found[("tested", "emarsys.syncs[0].api_key")].startswith("looks like a credential")
+    assert found[("tested", "emarsys.syncs[0].null_policy")].startswith("expected one of 'skip', 'clear'")
+    assert found[("tested", "emarsys.syncs[0].fields.tire")].startswith("column 'tire' is not in the model")
+    assert found[("warned", "emarsys.syncs[0].name")].startswith("the sync name 'good_sync' is also used by model good")
+    assert found[("broken", "emarsys.syncs[0].keys")] == "unknown key 'keys'; did you mean 'key'?"
+    assert found[("broken", "emarsys.syncs[0].key")] == "required key is missing"
+    assert "abc123" not in result.output
+    # What can't be checked at all is said, not silently skipped.
+    assert [(n["model"], n["message"]) for n in report["notes"]] == [
+        ("broken", "column and field checks skipped for sync broken_sync until its declaration is fixed")]
+    text_result = run_cli(["validate"], cwd=gating, env=emulator_env(emulator))
+    assert text_result.returncode == 2
+    assert f"note: models/marts/_marts.yml:{line_of(yml, '- name: broken_sync')}: model broken: emarsys.syncs[0]: " \
+           "column and field checks skipped for sync broken_sync" in text_result.stderr

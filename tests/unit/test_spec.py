@@ -271,7 +271,8 @@ def test_jinja_problems_are_reported_at_the_key(template, message):
 ])
 def test_secrets_in_meta_are_refused_without_repeating_them(meta, key):
     syncs, problems = parse_model_meta(MODEL, meta)
-    assert syncs == []
+    # The sync holding the credential never runs (a model-level one is reported all the same).
+    assert not [s for s in syncs if key.startswith(s.key())]
     assert key in [p.key for p in problems]
     problem = next(p for p in problems if p.key == key)
     assert "credentials are never read from dbt config" in problem.message
@@ -336,3 +337,22 @@ def test_env_var_of_a_secret_in_the_raw_yaml_is_refused_even_when_unset():
                                                           list="fallback")]}, source=source, secrets=[])
     assert [(p.key, p.line) for p in problems] == [("emarsys.syncs[0].list", 9)]
     assert "env_var('EMARSYS_SECRET'): secret environment variables can't be used" in problems[0].message
+
+
+def test_a_broken_sync_is_still_checked_as_far_as_it_parses():
+    from dbt_emarsys_sync.spec import collect
+
+    found = collect([(MODEL, {"syncs": [sync(behavior="x", object="contactlist", fields={"countrie": "country"}),
+                                        sync(name="ok")], "token": "abc123"}),
+                     (OTHER, {"syncs": [sync(null_policy="never"), {"name": "no_key"}]})])
+    # A typo in one sync neither drops its siblings nor hides a duplicate name among broken syncs.
+    assert [s.name for s in found.syncs] == ["ok"]
+    assert [(s.model.name, s.name, s.spec.fields) for s in found.incomplete] == [
+        ("contacts", "contacts", {"countrie": "country"}), ("others", "contacts", {"first_name": "first_name"})]
+    keys = {(p.model, p.key) for p in found.problems}
+    assert {("contacts", "emarsys.token"), ("contacts", "emarsys.syncs[0].behavior"),
+            ("contacts", "emarsys.syncs[0].object"), ("others", "emarsys.syncs[0].null_policy"),
+            ("others", "emarsys.syncs[0].name"), ("others", "emarsys.syncs[1].key")} <= keys
+    assert [(n.key, n.message) for n in found.unchecked] == [
+        ("emarsys.syncs[1]", "column and field checks skipped for sync no_key until its declaration is fixed")]
+    assert "abc123" not in str(found.problems)
