@@ -824,9 +824,68 @@ def _describe(err: dict, root: type[BaseModel], prefix: str) -> tuple[str, str]:
                    "starting with a letter or '_'")
     elif kind in ("value_error", "assertion_error"):
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    elif kind == "dict_type":
+    elif kind in ("dict_type", "model_type", "model_attributes_type"):
         message = f"expected a mapping, got {_kind(err.get('input'))}"
+        if loc == ["key"]:
+            message += " (write `key: {column: <the model's key column>}`)"
+    elif kind in _RANGE_ERRORS and loc:
+        message = f"{_short_path(loc)} must be {_range_text(root, loc)}, got {_shown(err.get('input'))}"
+    elif kind in ("bool_type", "bool_parsing"):
+        message = f"{_short_path(loc)} must be true or false, got {_shown(err.get('input'))}"
+    elif kind in ("int_type", "int_parsing", "float_type", "float_parsing", "int_from_float"):
+        message = f"{_short_path(loc)} must be a number, got {_shown(err.get('input'))}"
+    elif kind == "string_type":
+        message = f"{_short_path(loc)} must be text, got {_kind(err.get('input'))}"
+    elif kind == "string_too_short":
+        message = f"{_short_path(loc)} must not be empty"
+    elif kind == "string_too_long":
+        limit = (err.get("ctx") or {}).get("max_length")
+        message = f"{_short_path(loc)} must be at most {limit} characters long"
+    elif kind == "list_type":
+        message = f"expected a list, got {_kind(err.get('input'))}"
     return key_path(loc, prefix), message
+
+
+_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _short_path(loc: list) -> str:
+    """The key in the sync's own terms, e.g. `safety.max_removal_share`."""
+    return key_path(loc, "").lstrip(".")
+
+
+def _range_text(root: type[BaseModel], loc: list) -> str:
+    """`between 0 and 1`, `at least 1`...: the bounds declared on the field at `loc`."""
+    info = _model_at(root, loc[:-1]).model_fields.get(str(loc[-1]))
+    bounds = {}
+    for constraint in getattr(info, "metadata", []):
+        for name in ("ge", "gt", "le", "lt"):
+            if getattr(constraint, name, None) is not None:
+                bounds[name] = getattr(constraint, name)
+    low = bounds.get("ge", bounds.get("gt"))
+    high = bounds.get("le", bounds.get("lt"))
+    if "ge" in bounds and "le" in bounds:
+        return f"between {_number(low)} and {_number(high)}"
+    parts = []
+    if low is not None:
+        parts.append(f"{'at least' if 'ge' in bounds else 'more than'} {_number(low)}")
+    if high is not None:
+        parts.append(f"{'at most' if 'le' in bounds else 'less than'} {_number(high)}")
+    return " and ".join(parts) or "in range"
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: numbers as written, text quoted and cut short."""
+    if isinstance(value, bool) or value is None:
+        return _kind(value)
+    if isinstance(value, (int, float)):
+        return _number(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "...'"
 
 
 def _model_at(root: type[BaseModel], loc: list) -> type[BaseModel]:
