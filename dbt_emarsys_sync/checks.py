@@ -166,6 +166,7 @@ def check_syncs(project: Any, syncs: Iterable[Sync], catalog: FieldCatalog | Non
     from .emarsys.errors import EmarsysError
     from .mapping import MappingError, RowMapper
 
+    syncs = list(syncs)
     problems: list[Problem] = []
     for sync in syncs:
         try:
@@ -193,7 +194,51 @@ def check_syncs(project: Any, syncs: Iterable[Sync], catalog: FieldCatalog | Non
                          for text in _MAPPING_SPLIT.split(str(exc)) if "is not in the model" not in text]
         problems += [sync.problem(path, message)
                      for path, message in type_problems(sync.spec, columns, catalog)]
+    return problems + [problem for sync in syncs for problem in _collision_problems(sync, catalog)]
+
+
+def field_collisions(spec: SyncSpec, catalog: FieldCatalog | None) -> list[tuple[str, str]]:
+    """(key path, message) for every mapping that writes an Emarsys field another one already writes:
+    one value would silently overwrite the other. Field references are resolved to field ids first
+    (`first_name`, `First Name` and `1` are one field); without a catalogue only identical references
+    are recognised. A column mapped to the field its own key matches is no collision (same value)."""
+    def identity(ref: Any) -> tuple[Any, str] | None:
+        if catalog is None:
+            text = str(ref).strip()
+            return text.casefold(), repr(text)
+        try:
+            target = catalog.resolve(ref)
+        except ValueError:
+            return None            # reported as an unknown field elsewhere
+        return target.id, target.label()
+
+    # (key path, what writes, the column it reads or None, field reference)
+    writers: list[tuple[str, str, str | None, Any]] = []
+    if str(spec.key.field) not in ("id", "uid"):
+        writers.append(("key.field", f"the key column {spec.key.column!r}", spec.key.column, spec.key.field))
+    writers += [(f"fields.{column}", f"column {column!r}", column, ref) for column, ref in spec.fields.items()]
+    writers += [(f"constants.{ref}", f"constant {ref}", None, ref) for ref in spec.constants]
+
+    first: dict[Any, tuple[str, str, str | None]] = {}
+    problems = []
+    for path, what, column, ref in writers:
+        found = identity(ref)
+        if found is None:
+            continue
+        ident, label = found
+        if ident not in first:
+            first[ident] = (path, what, column)
+            continue
+        other_path, other_what, other_column = first[ident]
+        if column is not None and other_column is not None and column.lower() == other_column.lower():
+            continue
+        problems.append((path, f"{what} and {other_what} ({other_path}) both write the Emarsys field {label}: "
+                               "one value would overwrite the other; map the field once"))
     return problems
+
+
+def _collision_problems(sync: Sync, catalog: FieldCatalog | None) -> list[Problem]:
+    return [sync.problem(path, message) for path, message in field_collisions(sync.spec, catalog)]
 
 
 def _about_the_model(exc: Exception, sync: Sync) -> str:
@@ -239,4 +284,5 @@ def column_type_problems(project: Any, sync: Sync, catalog: FieldCatalog) -> lis
     """The runner's check after `Engine.prepare` (which checked columns and fields): mapped columns
     whose type the Emarsys field can't take, as one-line messages naming file, model and sync."""
     columns = model_columns(project, sync)
-    return [str(sync.problem(path, message)) for path, message in type_problems(sync.spec, columns, catalog)]
+    return [str(sync.problem(path, message)) for path, message in type_problems(sync.spec, columns, catalog)] + \
+        [str(problem) for problem in _collision_problems(sync, catalog)]
