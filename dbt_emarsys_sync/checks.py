@@ -286,3 +286,21 @@ def column_type_problems(project: Any, sync: Sync, catalog: FieldCatalog) -> lis
     columns = model_columns(project, sync)
     return [str(sync.problem(path, message)) for path, message in type_problems(sync.spec, columns, catalog)] + \
         [str(problem) for problem in _collision_problems(sync, catalog)]
+
+
+def require_columns(project: Any, syncs: Iterable[Sync]) -> None:
+    """The run's (and plan's) check before planning, exactly as validate words it: the key and mapped
+    columns exist in each sync's model, every problem at once, with file:line and the nearest column.
+    Raises SpecError. Runs on a thread of its own: dbt closes a thread's connection when a
+    `connection_named` block ends, and the caller's thread may hold the warehouse open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .spec import SpecError
+
+    syncs = list(syncs)
+    if not syncs:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="emarsys-check") as pool:
+        problems = pool.submit(check_syncs, project, syncs, None).result()
+    if problems:
+        raise SpecError(problems)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .checks import column_type_problems
+from .checks import column_type_problems, require_columns
 from .dbt.gating import gate
 from .dbt.project import DbtArgs, DbtProject
 from .dbt.source import DbtWarehouseSource
@@ -188,6 +188,7 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
         if console is not None:
             console.print(f"Skipping {sync.name}: {skipped.message}", markup=False)
     syncs = [s for s in syncs if build_gate.allows(s.model.unique_id)]
+    require_columns(project, syncs)     # the declared columns exist: every problem, as validate words it
 
     options = EngineOptions(lock_timeout=request.lock_timeout,
                             **({"max_batch_contacts": request.batch_size} if request.batch_size else {}))
