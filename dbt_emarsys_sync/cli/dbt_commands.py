@@ -25,6 +25,11 @@ def _selected(project, select, exclude) -> set[str] | None:
 def _require_declarations(project, selected, select, exclude, selector) -> None:
     if project.declarations(selected):
         return
+    misplaced = project.misplaced(selected)
+    if misplaced:          # declared where dbt ignores it: say where, not "nothing declared"
+        from ..spec import SpecError
+
+        raise SpecError(misplaced)
     if selected is not None:
         raise ConfigError("no model with a config.meta.emarsys declaration matches the selection "
                           f"(--select {' '.join(select) or '-'} --exclude {' '.join(exclude) or '-'}"
@@ -77,7 +82,10 @@ def _validate(project_dir, profiles_dir, target, profile, vars_, select, exclude
     selected = _selected(project, select, exclude)
     _require_declarations(project, selected, select, exclude, selector)
     found = project.collect(selected)
-    problems = found.problems
+    # A declaration dbt ignores (straight under `config`) is a problem here, a warning elsewhere.
+    problems = project.misplaced(selected) + found.problems
+    from ..runner import runner_settings_problems
+    problems += runner_settings_problems(project)      # the runner's own settings, as run checks them
     checked = [s for s in found.syncs + found.incomplete if s.spec.enabled]
     names = [s.name for s in found.syncs if s.spec.enabled]
     if no_emarsys:

@@ -101,18 +101,16 @@ def _source(files: YamlFiles, path: str, meta_key: str, key_node: Any, value_nod
     return Source(path, meta_key, lines, files.env_vars(path, key_node, value_node))
 
 
-def in_properties_file(files: YamlFiles, path: str, resource_type: str, name: str, version: str | None,
-                       meta_key: str) -> Source | None:
-    """`meta_key` under the resource's `config.meta` (or the older top-level `meta`) in a YAML file."""
-    doc = files.node(path)
-    _, entries = _get(doc, RESOURCE_SECTIONS.get(resource_type, "models"))
+def _scopes(files: YamlFiles, path: str, resource_type: str, name: str, version: str | None) -> list:
+    """The resource's entries in a YAML file, most specific first (its version's, then its own)."""
+    _, entries = _get(files.node(path), RESOURCE_SECTIONS.get(resource_type, "models"))
     if not isinstance(entries, yaml.SequenceNode):
-        return None
+        return []
+    scopes = []
     for entry in entries.value:
         _, name_node = _get(entry, "name")
         if _scalar(name_node) != name:
             continue
-        scopes = []
         if version is not None:
             _, versions = _get(entry, "versions")
             for item in getattr(versions, "value", []) if isinstance(versions, yaml.SequenceNode) else []:
@@ -120,12 +118,48 @@ def in_properties_file(files: YamlFiles, path: str, resource_type: str, name: st
                 if _scalar(v_node) == str(version):
                     scopes.append(item)
         scopes.append(entry)
-        for scope in scopes:
-            for parent in (_get(_get(scope, "config")[1], "meta")[1], _get(scope, "meta")[1]):
-                key_node, value_node = _get(parent, meta_key)
-                if key_node is not None:
-                    return _source(files, path, meta_key, key_node, value_node)
+    return scopes
+
+
+def in_properties_file(files: YamlFiles, path: str, resource_type: str, name: str, version: str | None,
+                       meta_key: str) -> Source | None:
+    """`meta_key` under the resource's `config.meta` (or the older top-level `meta`) in a YAML file."""
+    for scope in _scopes(files, path, resource_type, name, version):
+        for parent in (_get(_get(scope, "config")[1], "meta")[1], _get(scope, "meta")[1]):
+            key_node, value_node = _get(parent, meta_key)
+            if key_node is not None:
+                return _source(files, path, meta_key, key_node, value_node)
     return None
+
+
+def config_key_line(files: YamlFiles, path: str, resource_type: str, name: str, version: str | None,
+                    key: str) -> int | None:
+    """The line of a custom key written straight under the resource's `config` (not under `meta`): in
+    a YAML file `config: {key: ...}`, in a SQL file `config(key=...)`, in dbt_project.yml `+key:`."""
+    if path.endswith((".sql", ".py")):
+        text = files.text(path) or ""
+        match = re.search(rf"\b{re.escape(key)}\s*=", text)
+        return text.count("\n", 0, match.start()) + 1 if match else None
+    for scope in _scopes(files, path, resource_type, name, version):
+        key_node, _ = _get(_get(scope, "config")[1], key)
+        if key_node is not None:
+            return key_node.start_mark.line + 1
+    return None
+
+
+def project_config_key_line(files: YamlFiles, resource_type: str, fqn: list[str], key: str) -> int | None:
+    """The line of the most specific `+key:` on the resource's path in dbt_project.yml."""
+    _, node = _get(files.node("dbt_project.yml"), RESOURCE_SECTIONS.get(resource_type, "models"))
+    found = None
+    for part in [None, *fqn]:
+        if part is not None:
+            _, node = _get(node, part)
+            if node is None:
+                break
+        key_node, _ = _get(node, f"+{key}")
+        if key_node is not None:
+            found = key_node.start_mark.line + 1
+    return found
 
 
 def in_project_file(files: YamlFiles, resource_type: str, fqn: list[str], meta_key: str) -> Source | None:

@@ -14,6 +14,7 @@ in place.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from argparse import Namespace
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from ..errors import ConfigError
 from ..spec import (DEFAULTS_META_KEY, PROJECT_VAR, SPEC_ROOT, Collected, Declaration, JinjaRenderer,
                     ModelRef, Problem, ProjectDefaults, Source, SpecError, Sync, collect, parse_project_settings)
 from . import locate
+
+log = logging.getLogger(__name__)
 
 SKIP_DIRS = {"target", "dbt_packages", "logs", ".venv", "venv", ".git", "__pycache__", "dbt_modules"}
 PROJECT_FILE_SUFFIXES = {".sql", ".yml", ".yaml", ".csv", ".py", ".md"}
@@ -81,6 +84,7 @@ class DbtProject:
     config: Any = None                 # dbt.config.runtime.RuntimeConfig
     manifest_origin: str = ""          # where the manifest came from, for messages
     _adapter: Any = None
+    _warned: set[str] = field(default_factory=set)   # misplaced declarations already warned of
 
     @property
     def project_dir(self) -> Path:
@@ -241,7 +245,48 @@ class DbtProject:
 
     def sync_models(self, selected: set[str] | None = None) -> list[tuple[ModelRef, Any]]:
         """(model, raw `meta.emarsys`) of every declaring node; see `declarations` for the details."""
+        self.warn_misplaced(selected)
         return [(d.model, d.meta) for d in self.declarations(selected)]
+
+    def misplaced(self, selected: set[str] | None = None) -> list[Problem]:
+        """Declarations dbt doesn't put in meta, so they would be silently ignored: `config: {emarsys:
+        ...}` in YAML, `config(emarsys=...)` in SQL, `+emarsys:` in dbt_project.yml. (A top-level
+        `meta:` on a model is fine: dbt 1.10+ merges it into `config.meta`.)"""
+        files = locate.YamlFiles(self.project_dir)
+        found = []
+        for uid, node in sorted(self.manifest.nodes.items()):
+            if node.resource_type.value not in SYNCABLE_TYPES or (selected is not None and uid not in selected):
+                continue
+            for key in (SPEC_ROOT, DEFAULTS_META_KEY):
+                if _config_extra(node, key) is None:
+                    continue
+                path, line = self._config_key_location(files, node, key)
+                found.append(Problem(_display_name(node), path, f"config.{key}",
+                                     f"model {_display_name(node)} declares `config.{key}`; move it under "
+                                     f"`config.meta.{key}` (dbt keeps custom keys straight under `config` out "
+                                     "of meta, so it is ignored; dbt Fusion refuses them)", line))
+        return found
+
+    def warn_misplaced(self, selected: set[str] | None = None) -> None:
+        """Log `misplaced` as warnings (ls, run), once per declaration."""
+        for problem in self.misplaced(selected):
+            if str(problem) not in self._warned:
+                self._warned.add(str(problem))
+                log.warning("%s", problem)
+
+    def _config_key_location(self, files: locate.YamlFiles, node: Any, key: str) -> tuple[str, int | None]:
+        patch = node.patch_path.split("://", 1)[-1] if getattr(node, "patch_path", None) else None
+        version = str(node.version) if getattr(node, "version", None) is not None else None
+        for path in (node.original_file_path, patch):
+            if path:
+                line = locate.config_key_line(files, path, node.resource_type.value, node.name, version, key)
+                if line is not None:
+                    return path, line
+        fqn = list(node.fqn[1:]) if node.fqn else []
+        line = locate.project_config_key_line(files, node.resource_type.value, [node.package_name, *fqn], key)
+        if line is not None:
+            return "dbt_project.yml", line
+        return patch or node.original_file_path, None
 
     def project_settings(self) -> tuple[ProjectDefaults, list[Problem]]:
         """The var `emarsys` (project-wide sync defaults and exposure settings)."""
@@ -282,7 +327,8 @@ class DbtProject:
         return found
 
     def syncs(self, selected: set[str] | None = None) -> list[Sync]:
-        """`collect_syncs`, raising SpecError with every problem."""
+        """`collect_syncs`, raising SpecError with every problem (misplaced declarations are warned of)."""
+        self.warn_misplaced(selected)
         syncs, problems = self.collect_syncs(selected)
         if problems:
             raise SpecError(problems)
@@ -367,6 +413,23 @@ class DbtProject:
         if self.config is None:
             self.adapter()
         return int(getattr(self.config, "threads", 1) or 1)
+
+
+def _config_extra(node: Any, key: str) -> Any:
+    """A custom key dbt kept straight under a node's config (not in meta), or None."""
+    config = getattr(node, "config", None)
+    extra = getattr(config, "_extra", None)
+    if isinstance(extra, dict) and key in extra:
+        return extra[key]
+    try:
+        return config.get(key) if config is not None else None
+    except Exception:  # noqa: BLE001 - a config class without `get`: nothing misplaced there
+        return None
+
+
+def _display_name(node: Any) -> str:
+    version = getattr(node, "version", None)
+    return f"{node.name}.v{version}" if version is not None else node.name
 
 
 def model_ref(node: Any, declared_in: str | None = None) -> ModelRef:
