@@ -188,7 +188,6 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
         if console is not None:
             console.print(f"Skipping {sync.name}: {skipped.message}", markup=False)
     syncs = [s for s in syncs if build_gate.allows(s.model.unique_id)]
-    require_columns(project, syncs)     # the declared columns exist: every problem, as validate words it
 
     options = EngineOptions(lock_timeout=request.lock_timeout,
                             **({"max_batch_contacts": request.batch_size} if request.batch_size else {}))
@@ -199,7 +198,7 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
     try:
         with source.hold(request.lock_timeout):
             report.state_schema = source.store.schema
-            jobs = _jobs(source, syncs)
+            jobs = _jobs(project, source, syncs)
             if not request.dry_run:
                 source.store.migrate()
             with Progress(console) as progress:
@@ -284,19 +283,27 @@ def runner_settings_problems(project: DbtProject, env: dict[str, str] | None = N
     return []
 
 
-def _jobs(source: DbtWarehouseSource, syncs: Iterable) -> list[SyncJob]:
-    """A job per sync, with the model columns it reads; every problem reported at once."""
-    jobs, problems = [], []
+def _jobs(project: DbtProject, source: DbtWarehouseSource, syncs: list) -> list[SyncJob]:
+    """A job per sync, with the model columns it reads; every problem reported at once. Runs while the
+    run holds the warehouse (a DuckDB file another process writes is waited for, not a crash)."""
+    columns, problems = {}, []
     for sync in syncs:
         try:
-            shape = build_shape(sync, source.columns(sync))
+            columns[sync.name] = source.columns(sync)
         except ConfigError as exc:
             problems.append(str(exc))
-            continue
         except Exception as exc:  # noqa: BLE001 - the warehouse's own error, e.g. a broken view
             # A model that can't be read stops the run before anything is sent: never an empty audience.
             problems.append(f"{sync.model.yaml_path}: model {sync.model.name}: sync {sync.name}: the model "
                             f"can't be read: {' '.join(str(exc).split())[:500]}")
+    if not problems:
+        require_columns(project, syncs)     # the declared columns exist: every problem, as validate words it
+    jobs = []
+    for sync in syncs if not problems else ():
+        try:
+            shape = build_shape(sync, columns[sync.name])
+        except ConfigError as exc:
+            problems.append(str(exc))
             continue
         report = SyncReport(sync.name, sync.model.name, sync.spec.object, sync.spec.behaviour)
         report.start()
