@@ -115,6 +115,7 @@ class RateLimiter:
             in_flight = self.in_flight
         if headers is None:
             return
+        self._learn_limit(_int_header(headers.get("x-ratelimit-limit")))
         remaining = _int_header(headers.get("x-ratelimit-remaining"))
         if remaining is None or remaining > in_flight:
             return
@@ -123,6 +124,18 @@ class RateLimiter:
             return
         self.block_for(wait, f"X-Ratelimit-Remaining is {remaining} with {in_flight} of our requests "
                              "still in flight; waiting for X-RateLimit-Reset")
+
+    def _learn_limit(self, announced: int | None) -> None:
+        """Pace at the server's X-RateLimit-Limit when it is below ours: an API user whose limit is
+        lower than the configured one (Emarsys can lower it under load) would otherwise meet the wall
+        at every window and see its requests in flight refused together. Never raised above the
+        configured limit, and a limit of 0 (pacing off, by choice) stays off."""
+        if announced is None or announced <= 0 or self.limit <= 0 or announced >= self.limit:
+            return
+        log.info("rate limit of Emarsys API user %r: Emarsys announces %d requests a minute "
+                 "(X-RateLimit-Limit), below the %d configured; pacing at %d", self.name, announced,
+                 self.limit, announced)
+        self.configure(announced)
 
     # Kept for callers of the first version: the server's view, without ending a request.
     def observe(self, headers) -> None:

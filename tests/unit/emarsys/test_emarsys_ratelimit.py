@@ -137,3 +137,29 @@ def test_threads_share_the_budget_in_real_time():
     starts.sort()
     assert len(starts) == 100
     assert max_in_any_window(starts, 1.0) <= 50
+
+
+def test_a_lower_limit_announced_by_the_server_is_adopted(caplog):
+    caplog.set_level(logging.INFO)
+    limiter, clock = fake_limiter(1000, name="api-user")
+    limiter.acquire()
+    now = int(clock.wall())
+    limiter.release({"x-ratelimit-limit": "60", "x-ratelimit-remaining": "59",
+                     "x-ratelimit-reset": str(now + 60), "date": date_header(now)})
+    assert limiter.limit == 60
+    starts = starts_of(limiter, clock, 200)
+    assert max_in_any_window(starts, 60.0) <= 60
+    assert any("announces 60 requests a minute" in m for m in messages(caplog))
+
+
+def test_an_announced_limit_never_raises_ours_nor_turns_pacing_on():
+    limiter, clock = fake_limiter(600)
+    limiter.acquire()
+    limiter.release({"x-ratelimit-limit": "1000"})
+    assert limiter.limit == 600
+    off, clock = fake_limiter(0)
+    off.acquire()
+    off.release({"x-ratelimit-limit": "60"})
+    assert off.limit == 0
+    starts_of(off, clock, 100)
+    assert clock.sleeps == []
