@@ -421,6 +421,8 @@ def _config_extra(node: Any, key: str) -> Any:
     extra = getattr(config, "_extra", None)
     if isinstance(extra, dict) and key in extra:
         return extra[key]
+    if key in (getattr(config, "meta", None) or {}):
+        return None     # in meta, where it belongs; dbt's config.get would warn on stdout (--output json)
     try:
         return config.get(key) if config is not None else None
     except Exception:  # noqa: BLE001 - a config class without `get`: nothing misplaced there
