@@ -16,7 +16,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .checks import column_type_problems, require_columns
 from .dbt.gating import gate
@@ -247,7 +247,8 @@ def no_syncs_selected(project: DbtProject, selected: set[str] | None, select: tu
         return ConfigError(f"no model in {project.project_dir} declares config.meta.emarsys")
     flags = " ".join([*([f"--select {' '.join(select)}"] if select else []),
                       *([f"--exclude {' '.join(exclude)}"] if exclude else []),
-                      *([f"--selector {selector}"] if selector else [])]) or "the default selector of selectors.yml"
+                      *([f"--selector {selector}"] if selector else [])])
+    flags = flags or "the default selector of selectors.yml"
     if not selected:
         names = sorted({n.name for n in project.manifest.nodes.values()
                         if n.resource_type.value in ("model", "snapshot", "seed")})
@@ -257,8 +258,8 @@ def no_syncs_selected(project: DbtProject, selected: set[str] | None, select: tu
         return ConfigError(f"the selection ({flags}) matches no model, snapshot or seed of the project{hint}")
     nodes = sorted(project.manifest.nodes[uid].name for uid in selected if uid in project.manifest.nodes)
     shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
-    return ConfigError(f"the selection ({flags}) matches {len(nodes)} model(s), none of which declares a sync "
-                       f"in config.meta.emarsys: {shown}")
+    return ConfigError(f"the selection ({flags}) matches {len(nodes)} model(s), none of which declares a "
+                       f"sync in config.meta.emarsys: {shown}")
 
 
 def runner_settings_problems(project: DbtProject, env: dict[str, str] | None = None) -> list:

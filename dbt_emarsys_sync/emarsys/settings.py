@@ -128,8 +128,8 @@ def _api_url(env) -> str:
     versioned = re.search(r"/api/v\d+/*$", parts.path, re.IGNORECASE)
     if versioned:
         base = parts._replace(path=parts.path[:versioned.start()], query="", fragment="").geturl()
-        raise EmarsysConfigError(f"EMARSYS_API_URL must be the API's base URL, without /api/v2 or /api/v3 (the "
-                                 f"runner adds the version the credentials need): set it to {base!r}")
+        raise EmarsysConfigError(f"EMARSYS_API_URL must be the API's base URL, without /api/v2 or /api/v3 "
+                                 f"(the runner adds the version the credentials need): set it to {base!r}")
     return value
 
 
@@ -145,7 +145,7 @@ def _check_token_endpoint(env, api_url: str) -> None:
     if (env.get("EMARSYS_AUTH_URL") or "").strip() or _is_emarsys(api_url):
         return
     raise EmarsysConfigError(
-        f"EMARSYS_API_URL points at {urlsplit(api_url).netloc}, not Emarsys, but EMARSYS_AUTH_URL is not set, "
-        f"so the client secret would go to Emarsys's token endpoint ({DEFAULT_AUTH_URL}) while the API calls "
+        f"EMARSYS_API_URL points at {urlsplit(api_url).netloc}, not Emarsys, but EMARSYS_AUTH_URL is not "
+        f"set, so the client secret would go to Emarsys's token endpoint ({DEFAULT_AUTH_URL}) while the API calls "
         "go elsewhere. Set EMARSYS_AUTH_URL to the token endpoint that belongs with EMARSYS_API_URL (for the "
         f"bundled emulator: {api_url.rstrip('/')}/oauth2/token)")
