@@ -416,17 +416,10 @@ class DbtProject:
 
 
 def _config_extra(node: Any, key: str) -> Any:
-    """A custom key dbt kept straight under a node's config (not in meta), or None."""
-    config = getattr(node, "config", None)
-    extra = getattr(config, "_extra", None)
-    if isinstance(extra, dict) and key in extra:
-        return extra[key]
-    if key in (getattr(config, "meta", None) or {}):
-        return None     # in meta, where it belongs; dbt's config.get would warn on stdout (--output json)
-    try:
-        return config.get(key) if config is not None else None
-    except Exception:  # noqa: BLE001 - a config class without `get`: nothing misplaced there
-        return None
+    """A custom key dbt kept straight under a node's config (not in meta), or None. Read from the
+    config's extras only: dbt's `config.get()` prints a deprecation warning on stdout (--output json)."""
+    extra = getattr(getattr(node, "config", None), "_extra", None)
+    return extra.get(key) if isinstance(extra, dict) else None
 
 
 def _display_name(node: Any) -> str:

@@ -183,7 +183,8 @@ def test_problems_in_dbt_project_yml_and_sql_point_there(kinds):
     assert found[("dbt_project.yml", line_of(project_yml, "timezone: Europe/Berln"), "emarsys_defaults.timezone")] \
         == "unknown time zone 'Europe/Berln'; did you mean 'Europe/Berlin'?"
     assert found[("dbt_project.yml", line_of(project_yml, "max_removal_share: lots"),
-                  "vars.emarsys.defaults.safety.max_removal_share")].startswith("Input should be a valid number")
+                  "vars.emarsys.defaults.safety.max_removal_share")] == \
+        "safety.max_removal_share must be a number, got 'lots'"
     assert found[("models/contacts/sql_declared.sql", line_of(sql, "'emarsys'"), "emarsys.syncs[0].behaviour")] \
         .endswith("did you mean 'mirror'?")
     # A default set once for many models is one problem, not one per model.

@@ -25,6 +25,8 @@ def test_validate_reports_every_problem_of_the_project_at_once(kinds, emulator):
     found = {(p["model"], p["key"]): p for p in report["problems"]}
     assert set(found) == {
         ("table_contacts", "emarsys.syncs[0].fields.is_vip"),
+        # is_vip now writes signup_date, which signed_up_at writes already
+        ("table_contacts", "emarsys.syncs[0].fields.signed_up_at"),
         ("view_contacts", "emarsys.syncs[0].fields.first_name"),
         ("incremental_contacts", "emarsys.syncs[0].fields.firstname"),
         ("ephemeral_contacts", "emarsys.syncs[0]"),
