@@ -5,7 +5,7 @@ minute) and answers a 429 with no `Retry-After`. So the limiter:
 
 - paces request starts evenly (a GCRA: one start every `window / budget` seconds, where the budget is
   the limit less a small headroom). Any window of `window` seconds then holds at most `budget + 2`
-  starts, whatever the server's window alignment, and the headroom (2% = 20 requests a minute by
+  starts, whatever the server's window alignment, and the headroom (2%, at least 3 requests: 20 a minute by
   default) absorbs the jitter of request latency between our start and the server's count;
 - listens to the server: when `X-Ratelimit-Remaining` says no more than our own requests already in
   flight can still pass, or after a 429, it holds every new start until `X-RateLimit-Reset`.
@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADROOM = 0.02
+MIN_HEADROOM_REQUESTS = 3
 # A reset farther away than this is not believed (a wrong header must not stall a run for hours).
 MAX_RESET_WAIT = 300.0
 # Seconds added to the server's reset time, for the rounding of the Date and Reset headers.
@@ -54,7 +55,9 @@ class RateLimiter:
         """`limit` requests per `window`; 0 or less turns pacing off (server blocks still apply)."""
         with self._lock:
             self.limit = limit
-            budget = limit * (1.0 - self.headroom)
+            # At least 3 requests of headroom: 2% of a small limit (60 a minute) is not even one
+            # request, too little for the jitter between our starts and the server's count.
+            budget = max(limit - max(limit * self.headroom, MIN_HEADROOM_REQUESTS), 1.0)
             self.interval = self.window / max(budget, 1.0) if limit > 0 else 0.0
 
     def __repr__(self) -> str:

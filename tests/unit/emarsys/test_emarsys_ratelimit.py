@@ -163,3 +163,10 @@ def test_an_announced_limit_never_raises_ours_nor_turns_pacing_on():
     assert off.limit == 0
     starts_of(off, clock, 100)
     assert clock.sleeps == []
+
+
+def test_a_small_limit_keeps_at_least_three_requests_of_headroom():
+    # 2% of 60 is not a whole request: latency jitter between our starts and the server's count
+    # would push a window over. 60 a minute is paced as 57.
+    assert fake_limiter(60)[0].interval == pytest.approx(60 / 57)
+    assert fake_limiter(1000)[0].interval == pytest.approx(60 / 980)
