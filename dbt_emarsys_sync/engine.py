@@ -161,6 +161,8 @@ class _Batch:
     seqs: list[int]
     body: bytes = b""
     rejections: list[Rejected] = field(default_factory=list)
+    # Per key: the state already held it (so a mirror's list already has it as a member).
+    known: list[bool] = field(default_factory=list)
 
     def seq_of(self) -> dict[str, int]:
         return dict(zip(self.keys, self.seqs))
@@ -176,23 +178,26 @@ class _RangeBatcher:
     def __init__(self, key_id: str, options: EngineOptions, start: int):
         self.batcher = ContactBatcher(key_id, options.max_batch_contacts, options.max_batch_bytes)
         self.seqs: list[int] = []
+        self.known: list[bool] = []
         self.rejections: list[Rejected] = []
         self.start = start
 
     def reject(self, seq: int, key: str | None, code: str, message: str) -> None:
         self.rejections.append((seq, key, code, message))
 
-    def add(self, seq: int, key: str, encoded: bytes) -> _Batch | None:
+    def add(self, seq: int, key: str, encoded: bytes, known: bool = False) -> _Batch | None:
         full = self.batcher.add(key, encoded)
         self.seqs.append(seq)
+        self.known.append(known)
         if full is None:
             return None
         keys, body = full
         seqs, self.seqs = self.seqs[:len(keys)], self.seqs[len(keys):]
+        known_flags, self.known = self.known[:len(keys)], self.known[len(keys):]
         hi = seqs[-1]
         taken = [r for r in self.rejections if r[0] <= hi]
         self.rejections = [r for r in self.rejections if r[0] > hi]
-        batch = _Batch([(self.start, hi)], keys, seqs, body, taken)
+        batch = _Batch([(self.start, hi)], keys, seqs, body, taken, known_flags)
         self.start = hi + 1
         return batch
 
@@ -201,8 +206,8 @@ class _RangeBatcher:
         keys, body = full if full else ([], b"")
         if not keys and not self.rejections and self.start > end:
             return None
-        batch = _Batch([(self.start, end)], keys, self.seqs, body, self.rejections)
-        self.seqs, self.rejections, self.start = [], [], end + 1
+        batch = _Batch([(self.start, end)], keys, self.seqs, body, self.rejections, self.known)
+        self.seqs, self.known, self.rejections, self.start = [], [], [], end + 1
         return batch
 
 
@@ -610,7 +615,7 @@ class Engine:
                     batcher.reject(row.seq, row.key, payload.code, payload.reason)
                     continue
                 try:
-                    full = batcher.add(row.seq, row.key, orjson.dumps(payload))  # type: ignore[arg-type]
+                    full = batcher.add(row.seq, row.key, orjson.dumps(payload), row.known)  # type: ignore[arg-type]
                 except ValueError as exc:   # a contact over the byte cap on its own
                     batcher.reject(row.seq, row.key, "too_large", str(exc))
                     continue
@@ -699,7 +704,11 @@ class Engine:
             for key, (code, message) in outcome.rejected.items():
                 batch.rejections.append((seq_of.get(key, 0), key, str(code), message))
                 job.report.reject(key, str(code), message)
-            job.report.added += len(outcome.acknowledged)
+            # Added: acknowledged keys the state didn't hold. A changed row of a known key is a member
+            # already; Emarsys acknowledges adding it again without counting it.
+            acknowledged = set(outcome.acknowledged)
+            job.report.added += sum(1 for key, known in zip(batch.keys, batch.known)
+                                    if not known and key in acknowledged)
             self.store.checkpoint(job.name, job.run_id, batch.ranges, batch.rejections)
             self.progress.advance(job.name, batch.rows)
 
@@ -722,10 +731,11 @@ class Engine:
             # The contacts exist now; their membership is the next request. The range is checkpointed
             # when the add is acknowledged.
             rejected = set(outcome.rejected)
-            for key, seq in zip(batch.keys, batch.seqs):
+            for key, seq, known in zip(batch.keys, batch.seqs, batch.known):
                 if key not in rejected:
                     adds.keys.append(key)
                     adds.seqs.append(seq)
+                    adds.known.append(known)
             adds.ranges.extend(batch.ranges)
             adds.rejections.extend(batch.rejections)
 

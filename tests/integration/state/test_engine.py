@@ -164,6 +164,17 @@ def test_mirror_creates_the_list_and_adds_then_removes_only_who_changed(warehous
     assert sync_once(warehouse, emu, sync).api_requests == 0
 
 
+def test_mirror_counts_as_added_only_keys_that_were_not_members(warehouse, emu):
+    relation, sync = mirror_sync(warehouse, people(10), fields=FIELDS)
+    assert sync_once(warehouse, emu, sync).added == 10
+    # Three members' values change and two people join: the three are sent again (contact upsert and
+    # list add), but only the two are new members.
+    warehouse.replace_rows(relation, COLUMNS, people(3, tier="Silver") + people(7, start=3) + people(2, start=50))
+    again = sync_once(warehouse, emu, sync)
+    assert (again.status, again.sent, again.added, again.removed) == ("success", 5, 2, 0), again.message
+    assert len(list_members(emu, "VIP")) == 12
+
+
 def test_mirror_refuses_mass_removal_and_an_empty_model_with_the_numbers(warehouse, emu):
     relation, sync = mirror_sync(warehouse, people(10))
     sync_once(warehouse, emu, sync)
@@ -204,7 +215,8 @@ def test_mirror_full_refresh_reconciles_with_the_real_members(warehouse, emu):
         client.add_to_list(list_id, 3, ["intruder@example.com"])
     assert sync_once(warehouse, emu, sync).sent == 0
     refreshed = sync_once(warehouse, emu, sync, full_refresh=True)
-    assert (refreshed.status, refreshed.removed, refreshed.added) == ("success", 1, 10), refreshed.message
+    # Every model row was a member already: none of them counts as added.
+    assert (refreshed.status, refreshed.removed, refreshed.added) == ("success", 1, 0), refreshed.message
     assert list_members(emu, "VIP") == {f"person{i}@example.com" for i in range(10)}
 
 
