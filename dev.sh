@@ -12,6 +12,9 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 VENV=$ROOT/.venv
 PYTHON=${PYTHON:-python3}
+# dbt's anonymous usage tracking calls dbt Labs' collector on every dbt command: nothing here
+# reaches beyond loopback.
+export DO_NOT_TRACK=1
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then

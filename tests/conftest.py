@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_PROJECT = REPO / "sample_dbt_project"
 BIN = Path(sys.executable).parent
 
+# No test reaches beyond loopback: dbt's usage tracking stays off in every dbt the tests start, including
+# projects written by tests (the product turns it off for its own in-process dbt commands regardless).
+os.environ["DO_NOT_TRACK"] = "1"
+
 
 @dataclass
 class CliResult:

@@ -65,8 +65,10 @@ class DbtArgs:
         return Path(state).resolve() if state else None
 
     def cli_flags(self) -> list[str]:
+        # dbt's anonymous usage tracking would call dbt Labs' collector from inside our process on
+        # every in-process command: the runner talks to the warehouse and Emarsys only.
         flags = ["--project-dir", str(self.resolved_project_dir()),
-                 "--profiles-dir", str(self.resolved_profiles_dir())]
+                 "--profiles-dir", str(self.resolved_profiles_dir()), "--no-send-anonymous-usage-stats"]
         if self.resolved_target():
             flags += ["--target", self.resolved_target()]
         if self.profile:
@@ -458,6 +460,7 @@ def _namespace(args: DbtArgs) -> Namespace:
         vars=args.vars or {},
         threads=args.threads,
         target_path=os.environ.get("DBT_TARGET_PATH") or None,
+        send_anonymous_usage_stats=False,
     )
 
 

@@ -116,3 +116,16 @@ def test_a_selection_matching_no_declaration_is_an_error(gating):
     result = run_cli(["ls", "--select", "people"], cwd=gating)
     assert result.returncode == 2
     assert "no model with a config.meta.emarsys declaration matches the selection (--select people" in result.stderr
+
+
+def test_dbt_usage_tracking_stays_off_in_process(gating, monkeypatch):
+    """The runner's in-process dbt commands never start dbt's anonymous usage tracking (a call to dbt
+    Labs' collector), even in a project that doesn't turn it off and without DO_NOT_TRACK."""
+    import dbt.tracking
+
+    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    yml = gating / "dbt_project.yml"
+    yml.write_text(yml.read_text().replace("send_anonymous_usage_stats: false", "send_anonymous_usage_stats: true"))
+    project = load(gating)
+    assert project.select(("tag:marts",))
+    assert dbt.tracking.active_user is not None and dbt.tracking.active_user.do_not_track
