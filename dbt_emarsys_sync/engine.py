@@ -24,8 +24,8 @@ from typing import Any, Callable, Protocol
 
 import orjson
 
-from .dbt.state import REMOVE, UPSERT, PlanRow, PlanSummary, StateStore, SyncShape, mapping_fingerprint, \
-    new_run_id
+from .dbt.state import REMOVE, UPSERT, PlanRow, PlanSummary, StateStore, SyncShape, as_utc, \
+    mapping_fingerprint, new_run_id
 from .emarsys import EmarsysClient, EmarsysError, FieldCatalog
 from .emarsys.batching import MAX_BATCH_BYTES, MAX_BATCH_CONTACTS, ContactBatcher
 from .errors import ConfigError
@@ -450,6 +450,7 @@ class Engine:
         limit = max(self.run_options.samples, 0)
         samples: dict[str, list[dict]] = {"new": [], "changed": [], "removals": []}
         new_keys: list[str] = []
+        utc = job.shape.utc_columns
         lo, hi = plan.upsert_range
         for page in store.read_plan(plan.table, lo, hi, self.options.read_page, len(job.shape.read_columns)):
             for row in page:
@@ -460,7 +461,9 @@ class Engine:
                         continue
                 category = "changed" if row.known else "new"
                 if len(samples[category]) < limit:
-                    samples[category].append({"key": row.key, **dict(zip(job.shape.read_columns, row.values))})
+                    samples[category].append({"key": row.key, **{
+                        column: as_utc(value) if column in utc else value
+                        for column, value in zip(job.shape.read_columns, row.values)}})
                 if not row.known and row.key is not None and len(new_keys) <= self.options.check_ids_limit:
                     new_keys.append(row.key)
         lo, hi = plan.remove_range
@@ -496,7 +499,7 @@ class Engine:
         sync = job.sync
         where = f"{sync.model.yaml_path}: model {sync.model.name}: sync {sync.name}"
         try:
-            job.mapper = RowMapper(sync.spec, catalog, list(job.shape.column_types))
+            job.mapper = RowMapper(sync.spec, catalog, list(job.shape.column_types), job.shape.utc_columns)
         except MappingError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         key_is_email = job.mapper.key_field is not None and job.mapper.key_field.id == EMAIL_FIELD_ID

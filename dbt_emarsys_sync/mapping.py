@@ -7,7 +7,9 @@ A row that can't be mapped (no key, an invalid email key, a value that can't be 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from .emarsys.fields import CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce, coercer_for
@@ -43,7 +45,10 @@ class MappingError(ValueError):
 class RowMapper:
     """Maps rows of `read_columns` (the key column, then the mapped columns, as the model names them)."""
 
-    def __init__(self, spec: SyncSpec, catalog: FieldCatalog, model_columns: list[str]):
+    def __init__(self, spec: SyncSpec, catalog: FieldCatalog, model_columns: list[str],
+                 utc_columns: frozenset[str] = frozenset()):
+        """`utc_columns`: columns whose rows hold a tz-aware timestamp as naive UTC wall time (a plan's
+        rows do, see SyncShape.utc_columns)."""
         self.spec = spec
         self.options = CoercionOptions(timezone=spec.timezone, truncate_text=spec.truncate_text)
         problems: list[str] = []
@@ -98,8 +103,12 @@ class RowMapper:
         if problems:
             raise MappingError("; ".join(problems))
         # The hot loop's view of the mapping: (column index, field id as sent, its coercer, field).
-        self._convert = [(m.index, str(m.field.id), coercer_for(m.field, self.options), m)
-                         for m in self.fields]
+        self._convert = []
+        for m in self.fields:
+            convert = coercer_for(m.field, self.options)
+            if self.read_columns[m.index] in utc_columns:
+                convert = _utc_aware(convert)
+            self._convert.append((m.index, str(m.field.id), convert, m))
 
     @property
     def field_ids(self) -> list[int]:
@@ -157,6 +166,14 @@ class RowMapper:
         if self.constants:
             out.update(self.constants)
         return out
+
+
+def _utc_aware(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def from_utc(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return convert(value)
+    return from_utc
 
 
 def read_columns(spec: SyncSpec, model_columns: list[str]) -> list[str]:

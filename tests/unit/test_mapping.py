@@ -87,3 +87,19 @@ def test_read_only_fields_are_refused(catalog):
 def test_only_needed_columns_are_read(catalog):
     mapper = RowMapper(spec(fields={"first_name": "first_name"}), catalog, COLUMNS)
     assert mapper.read_columns == ["EMAIL", "first_name"]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/Los_Angeles"])
+def test_a_tz_aware_column_given_as_utc_wall_time_maps_as_the_instant_it_is(catalog, zone):
+    """Plans hold tz-aware columns as naive UTC wall time: the mapper told so gives what the tz-aware
+    value gives, in any sync time zone, also to a text field."""
+    aware = datetime(2024, 1, 1, 1, 30, tzinfo=timezone(timedelta(hours=2)))
+    naive_utc = datetime(2023, 12, 31, 23, 30)
+    fields = {"signed_up_at": "signup_date", "first_name": "First Name"}
+    plain = RowMapper(spec(fields=fields, timezone=zone), catalog, COLUMNS)
+    told = RowMapper(spec(fields=fields, timezone=zone), catalog, COLUMNS,
+                     utc_columns=frozenset({"signed_up_at", "first_name"}))
+    expected = plain.payload("a@b.co", row(signed_up_at=aware, first_name=aware))
+    assert told.payload("a@b.co", row(signed_up_at=naive_utc, first_name=naive_utc)) == expected
+    assert told.payload("a@b.co", row(signed_up_at=aware, first_name=aware)) == expected
+    assert expected["5004"] == ("2024-01-01" if zone == "Europe/Berlin" else "2023-12-31")

@@ -221,6 +221,31 @@ def test_timestamps_with_time_zone_hash_the_same_in_any_session_time_zone(wareho
         store.wh.execute(setting.format("UTC"))
 
 
+def test_a_plan_holds_timestamps_with_time_zone_as_the_same_instants_in_any_session_time_zone(warehouse):
+    """The plan keeps a tz-aware column as UTC wall time (cheaper to fetch); as_utc gives back the instant,
+    whatever the session's time zone was when the plan was made or read."""
+    from datetime import datetime, timezone
+
+    from dbt_emarsys_sync.dbt.state import as_utc
+
+    columns = {"email": "varchar(200)", "seen_at": "timestamp with time zone"}
+    _, job, store = new_sync(warehouse, rows=[("a@example.com", "2026-01-02 03:04:05+00"),
+                                              ("b@example.com", "2026-06-30 23:30:00-02")],
+                             columns=columns, fields={"seen_at": "signup_date"})
+    assert job.shape.utc_columns == {"seen_at"}
+    setting = "set TimeZone = '{}'" if warehouse.kind == "duckdb" else "set timezone = '{}'"
+    store.wh.execute(setting.format("Asia/Tokyo"))
+    try:
+        summary = plan(store, job)
+        store.wh.execute(setting.format("America/New_York"))
+        rows = [row for page in store.read_plan(summary.table, *summary.upsert_range) for row in page]
+    finally:
+        store.wh.execute(setting.format("UTC"))
+    seen = {row.key: as_utc(row.values[job.shape.read_columns.index("seen_at")]) for row in rows}
+    assert seen == {"a@example.com": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                    "b@example.com": datetime(2026, 7, 1, 1, 30, tzinfo=timezone.utc)}
+
+
 # -- checkpoints, folds, crashes -------------------------------------------------------------------
 
 
