@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol
 
 import orjson
 
-from .dbt.state import REMOVE, UPSERT, PlanRow, PlanSummary, StateStore, SyncShape, as_utc, \
+from .dbt.state import PLAN_VALUES_AT, PlanSummary, StateStore, SyncShape, as_utc, \
     mapping_fingerprint, new_run_id
 from .emarsys import EmarsysClient, EmarsysError, FieldCatalog
 from .emarsys.batching import MAX_BATCH_BYTES, MAX_BATCH_CONTACTS, ContactBatcher
@@ -455,7 +455,7 @@ class Engine:
         for page in store.read_plan(plan.table, lo, hi, self.options.read_page, len(job.shape.read_columns)):
             for row in page:
                 if mapper is not None:
-                    payload = self._payload(mapper, row)
+                    payload = self._payload(mapper, row.key, row.values)
                     if isinstance(payload, Rejection):
                         report.reject(payload.key, payload.code, payload.reason)
                         continue
@@ -610,17 +610,24 @@ class Engine:
     def _upsert_batches(self, job: SyncJob, mapper: RowMapper, lo: int, hi: int, failures: list):
         """Plan rows lo..hi -> request bodies; rows that can't be sent become rejections in their range."""
         batcher = _RangeBatcher(mapper.key_id, self.options, lo)
-        for page in self.store.read_plan(job.plan.table, lo, hi, self.options.read_page,  # type: ignore
-                                         len(job.shape.read_columns)):
+        # The plan's raw rows (seq, key, known, member id, values...): a million-row sync builds no
+        # PlanRow and slices no row.
+        raw_mapper = mapper.at_offset(PLAN_VALUES_AT)
+        dumps = orjson.dumps
+        for page in self.store.read_plan_raw(job.plan.table, lo, hi, self.options.read_page,  # type: ignore
+                                             len(job.shape.read_columns)):
             for row in page:
-                payload = self._payload(mapper, row)
+                seq, key = row[0], row[1]
+                if type(seq) is not int:
+                    seq = int(seq)
+                payload = self._payload(raw_mapper, key, row)
                 if isinstance(payload, Rejection):
-                    batcher.reject(row.seq, row.key, payload.code, payload.reason)
+                    batcher.reject(seq, key, payload.code, payload.reason)
                     continue
                 try:
-                    full = batcher.add(row.seq, row.key, orjson.dumps(payload), row.known)  # type: ignore[arg-type]
+                    full = batcher.add(seq, key, dumps(payload), row[2] == 1)
                 except ValueError as exc:   # a contact over the byte cap on its own
-                    batcher.reject(row.seq, row.key, "too_large", str(exc))
+                    batcher.reject(seq, key, "too_large", str(exc))
                     continue
                 if full is not None:
                     if self._should_stop(failures):
@@ -631,13 +638,13 @@ class Engine:
             yield last
 
     @staticmethod
-    def _payload(mapper: RowMapper, row: PlanRow) -> dict | Rejection:
-        if row.key is None:
+    def _payload(mapper: RowMapper, key: str | None, values: tuple) -> dict | Rejection:
+        if key is None:
             return Rejection(None, "the key is null", "invalid_key")
-        problem = mapper.check_key(row.key)
+        problem = mapper.check_key(key)
         if problem is not None:
             return problem
-        return mapper.payload(row.key, row.values)
+        return mapper.payload(key, values)
 
     def _settle_upsert(self, job: SyncJob, batch: _Batch, outcome: Any) -> None:
         report = job.report

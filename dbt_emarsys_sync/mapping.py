@@ -6,13 +6,15 @@ A row that can't be mapped (no key, an invalid email key, a value that can't be 
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .emarsys.fields import CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce, coercer_for
+from .emarsys.fields import DATE_TYPES, CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce, \
+    coercer_for
 from .spec import SyncSpec
 
 EMAIL_FIELD_ID = 3
@@ -106,9 +108,18 @@ class RowMapper:
         self._convert = []
         for m in self.fields:
             convert = coercer_for(m.field, self.options)
-            if self.read_columns[m.index] in utc_columns:
+            # A date field reads a naive timestamp as UTC already; text and other fields need the zone.
+            if self.read_columns[m.index] in utc_columns and m.field.kind not in DATE_TYPES:
                 convert = _utc_aware(convert)
             self._convert.append((m.index, str(m.field.id), convert, m))
+
+    def at_offset(self, offset: int) -> "RowMapper":
+        """This mapper for rows that carry `offset` other values before the read columns (a plan's
+        raw rows), so the hot loop maps them without slicing each row."""
+        view = copy.copy(self)
+        view.key_index = self.key_index + offset
+        view._convert = [(index + offset, field_id, convert, m) for index, field_id, convert, m in self._convert]
+        return view
 
     @property
     def field_ids(self) -> list[int]:

@@ -171,6 +171,9 @@ class Recovery:
     removed: int
 
 
+PLAN_VALUES_AT = 4   # where the read columns start in read_plan_raw's rows
+
+
 class PlanRow(NamedTuple):
     """One row of a plan. A tuple, not a dataclass: a large sync reads millions of them."""
     seq: int
@@ -579,20 +582,32 @@ from rows_"""
         make = tuple.__new__
         while start <= hi:
             end = min(start + page - 1, hi)
-            if columns is None:
-                rows = self.wh.fetch(f"select * from {table} where seq between {start} and {end} order by seq")
-                yield [PlanRow(int(r[0]), r[5], bool(r[4]), None if r[6] is None else int(r[6]), tuple(r[8:]))
-                       for r in rows]
-            else:
-                rows = self.wh.fetch(f"select seq, sync_key, known, member_id{', ' if columns else ''}"
-                                     f"{', '.join(f'c{i}' for i in range(columns))} from {table} "
-                                     f"where seq between {start} and {end} order by seq")
+            if columns is not None:
                 # known is 0/1; seq and member_id are bigints, which some drivers return as Decimal.
                 # tuple.__new__ skips the NamedTuple's argument handling, per row.
                 yield [make(PlanRow, (r[0] if type(r[0]) is int else int(r[0]), r[1], r[2] == 1,
                                       r[3] if r[3] is None or type(r[3]) is int else int(r[3]), r[4:]))
+                       for r in self._plan_page(table, start, end, columns)]
+            else:
+                rows = self.wh.fetch(f"select * from {table} where seq between {start} and {end} order by seq")
+                yield [PlanRow(int(r[0]), r[5], bool(r[4]), None if r[6] is None else int(r[6]), tuple(r[8:]))
                        for r in rows]
             start = end + 1
+
+    def read_plan_raw(self, table: str, lo: int, hi: int, page: int, columns: int) -> Iterator[list[tuple]]:
+        """read_plan's rows as the driver returns them, for a sync's hot loop: (seq, key, known,
+        member_id, then the first `columns` read columns from index PLAN_VALUES_AT). seq and member_id
+        may be Decimal and known is 0/1; building no PlanRow saves a tuple or two per row."""
+        start = lo
+        while start <= hi:
+            end = min(start + page - 1, hi)
+            yield self._plan_page(table, start, end, columns)
+            start = end + 1
+
+    def _plan_page(self, table: str, start: int, end: int, columns: int) -> list[tuple]:
+        return self.wh.fetch(f"select seq, sync_key, known, member_id{', ' if columns else ''}"
+                             f"{', '.join(f'c{i}' for i in range(columns))} from {table} "
+                             f"where seq between {start} and {end} order by seq")
 
     def drop_temporary_plan(self, table: str) -> None:
         self.wh.execute(f"drop table if exists {table}")

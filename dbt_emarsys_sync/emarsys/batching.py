@@ -58,19 +58,17 @@ class ContactBatcher:
         self.keys: list[str] = []
         self.parts: list[bytes] = []
         self._key_set: set[str] = set()
-        self.size = self._empty_size()
-
-    def _empty_size(self) -> int:
-        return len(self._head) + len(self._tail)
+        self._empty = len(self._head) + len(self._tail)
+        self.size = self._empty
 
     def fits_alone(self, encoded: bytes) -> bool:
-        return self._empty_size() + len(encoded) <= self.max_bytes
+        return self._empty + len(encoded) <= self.max_bytes
 
     def add(self, key: str, encoded: bytes) -> tuple[list[str], bytes] | None:
         """Add one contact; return the full batch (keys, body) it pushed out, if any.
         Raises ContactTooLarge for a contact that can't fit even alone, DuplicateKey for a key that is
         already in the open batch (the caller decides which row wins before batching)."""
-        if not self.fits_alone(encoded):
+        if self._empty + len(encoded) > self.max_bytes:   # fits_alone, inlined: called per contact
             raise ContactTooLarge(f"the contact {key!r} encodes to {len(encoded)} bytes, over the "
                                   f"{self.max_bytes}-byte request cap")
         if key in self._key_set:
@@ -91,7 +89,7 @@ class ContactBatcher:
         if not self.parts:
             return None
         batch = (self.keys, self._head + b",".join(self.parts) + self._tail)
-        self.keys, self.parts, self._key_set, self.size = [], [], set(), self._empty_size()
+        self.keys, self.parts, self._key_set, self.size = [], [], set(), self._empty
         return batch
 
 

@@ -31,7 +31,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 TEXT_TYPES = frozenset({"shorttext", "longtext", "largetext", "url", "fax"})
@@ -490,12 +490,17 @@ def coercer_for(f: EmarsysField, options: CoercionOptions = CoercionOptions()):
         except CoercionError:
             return slow
 
+        in_utc = zone is timezone.utc
+
         def as_date(value: object) -> object:
             kind_of = type(value)
             if kind_of is date:
                 return value.isoformat()  # type: ignore[attr-defined]
-            if kind_of is datetime and value.tzinfo is not None:  # type: ignore[attr-defined]
-                return value.astimezone(zone).date().isoformat()  # type: ignore[attr-defined]
+            if kind_of is datetime:
+                if value.tzinfo is not None:  # type: ignore[attr-defined]
+                    return value.astimezone(zone).date().isoformat()  # type: ignore[attr-defined]
+                if in_utc:   # naive timestamps are UTC wall time (a plan's tz-aware columns too)
+                    return value.date().isoformat()  # type: ignore[attr-defined]
             return slow(value)
         return as_date
 

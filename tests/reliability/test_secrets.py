@@ -16,7 +16,6 @@ an off switch turns verification off, and no code in the package disables it.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import secrets
 import shutil

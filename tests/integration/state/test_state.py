@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dbt_emarsys_sync.dbt.state import (FORGET, REJECT, REMOVE, UPSERT, LockTimeout, SCHEMA_VERSION,
+from dbt_emarsys_sync.dbt.state import (REJECT, REMOVE, UPSERT, LockTimeout, SCHEMA_VERSION,
                                         new_run_id)
 from dbt_emarsys_sync.dbt.warehouse import literal
 from dbt_emarsys_sync.errors import ConfigError
