@@ -2,6 +2,7 @@
 
     python bench/loops.py limit  --db FILE --url URL [--connections 4]
     python bench/loops.py naive  --db FILE --url URL
+    python bench/loops.py client --db FILE --url URL [--connections 4]   (EMARSYS_* settings from the env)
 
 limit: every contact pre-encoded into 1000-contact request bodies before the clock starts, then posted
        as fast as a bare httpx loop can with a few concurrent connections: the most any client gets
@@ -9,6 +10,9 @@ limit: every contact pre-encoded into 1000-contact request bodies before the clo
 naive: what a data engineer might write in an afternoon: read the whole table with duckdb, build a
        dict per row, post 1000-contact batches one after the other. No state, no generic coercion
        (just the three conversions Emarsys insists on), no retries.
+client: the limit loop's bodies sent through the product's EmarsysClient (auth, rate limiter, key
+       guard, retries, per-key outcomes) from as many threads as the engine keeps in flight: what the
+       client costs on top of bare httpx.
 
 Each prints one JSON line: seconds, contacts, requests, bytes.
 """
@@ -43,13 +47,19 @@ def contact(row) -> dict:
             "31": 1 if optin else 2, "5003": TIERS[tier], "5004": signed_up.date().isoformat()}
 
 
-def limit(db: str, url: str, connections: int) -> dict:
+def encoded_batches(db: str) -> tuple[list[list[str]], list[bytes]]:
+    """Every contact of the model, pre-encoded into 1000-contact bodies, with each body's keys."""
     con = duckdb.connect(db, read_only=True)
     rows = con.execute(QUERY).fetchall()
     con.close()
+    keys = [[r[0] for r in rows[i:i + 1000]] for i in range(0, len(rows), 1000)]
     bodies = [orjson.dumps({"key_id": "3", "contacts": [contact(r) for r in rows[i:i + 1000]]})
               for i in range(0, len(rows), 1000)]
-    del rows
+    return keys, bodies
+
+
+def limit(db: str, url: str, connections: int) -> dict:
+    _, bodies = encoded_batches(db)
     headers = {"Authorization": f"Bearer {token(url)}", "Content-Type": "application/json"}
     clients = [httpx.Client(base_url=url, headers=headers, timeout=120) for _ in range(connections)]
 
@@ -63,6 +73,31 @@ def limit(db: str, url: str, connections: int) -> dict:
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "contacts": sum(b.count(b'"3":') for b in bodies),
             "requests": len(bodies), "bytes": sum(len(b) for b in bodies)}
+
+
+def through_client(db: str, connections: int) -> dict:
+    from dbt_emarsys_sync.emarsys import EmarsysClient
+    from dbt_emarsys_sync.emarsys.settings import EmarsysSettings
+
+    keys, bodies = encoded_batches(db)
+    acknowledged = rejected = 0
+    with EmarsysClient(EmarsysSettings.from_env()) as client:
+        client.check_connection()   # the token, outside the clock as the limit loop's is
+
+        def post(i: int):
+            return client.upsert_contacts("3", keys[i], bodies[i], create=True)
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(connections) as pool:
+            for outcome in pool.map(post, range(len(bodies))):
+                acknowledged += len(outcome.acknowledged)
+                rejected += len(outcome.rejected)
+        seconds = time.perf_counter() - start
+        requests = client.requests_sent - 1
+    if rejected or acknowledged != sum(len(k) for k in keys):
+        raise SystemExit(f"client: {acknowledged} acknowledged, {rejected} rejected")
+    return {"seconds": seconds, "contacts": acknowledged, "requests": requests,
+            "bytes": sum(len(b) for b in bodies)}
 
 
 def naive(db: str, url: str) -> dict:
@@ -91,12 +126,17 @@ def naive(db: str, url: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["limit", "naive"])
+    parser.add_argument("mode", choices=["limit", "naive", "client"])
     parser.add_argument("--db", required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args()
-    result = limit(args.db, args.url, args.connections) if args.mode == "limit" else naive(args.db, args.url)
+    if args.mode == "limit":
+        result = limit(args.db, args.url, args.connections)
+    elif args.mode == "client":
+        result = through_client(args.db, args.connections)
+    else:
+        result = naive(args.db, args.url)
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -21,9 +21,10 @@ def test_bench_runs_every_scenario_and_writes_its_report(tmp_path):
     [report_file] = tmp_path.glob("*.json")
     report = json.loads(report_file.read_text())
     by_name = {r["scenario"]: r for r in report["results"]}
-    assert set(by_name) == {"limit", "naive", "initial sync", "no-change rerun", "1% changed",
+    assert set(by_name) == {"limit", "client", "naive", "initial sync", "no-change rerun", "1% changed",
                             "mirror initial", "mirror 1% churn", "throttled"}
-    assert by_name["limit"]["contacts"] == by_name["naive"]["contacts"] == 3000
+    assert by_name["limit"]["contacts"] == by_name["client"]["contacts"] == by_name["naive"]["contacts"] == 3000
+    assert by_name["client"]["requests"] == 3
     assert by_name["initial sync"]["contacts"] == 3000 and by_name["initial sync"]["exit_code"] == 0
     assert by_name["no-change rerun"]["requests"] == 0
     # 1% of 3,000 rows changed: 30 contacts in one request.
