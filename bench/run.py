@@ -55,16 +55,33 @@ def free_port() -> int:
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, int, str, str]:
-    """Run a command; return (wall seconds, peak RSS MB of that process, exit code, stdout, stderr)."""
+    """Run a command; return (wall seconds, peak RSS MB of that process, exit code, stdout, stderr).
+
+    The peak is the process's own high-water mark (VmHWM), read every 50 ms while it runs. Not
+    wait4's ru_maxrss: Linux carries the forking parent's RSS across exec into it, so a child of a
+    large benchmark process would report the parent's size."""
     full_env = {**os.environ, **(env or {})}
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=err)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak_kb = 0
+    while proc.poll() is None:
+        peak_kb = max(peak_kb, _high_water_kb(proc.pid))
+        time.sleep(0.05)
     seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0), err.seek(0)
-    return seconds, usage.ru_maxrss / 1024, proc.returncode, out.read().decode(), err.read().decode()
+    return seconds, peak_kb / 1024, proc.returncode, out.read().decode(), err.read().decode()
+
+
+def _high_water_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass   # the process ended between poll() and the read
+    return 0
 
 
 class EmulatorProcess:
