@@ -221,7 +221,9 @@ class Crasher:
 
 def random_kill_points(rng: random.Random, kills: int, total: int) -> list[tuple[str, float]]:
     """Kill points: a few while the run starts and plans (a delay in seconds, anywhere in the
-    sequence), the rest once the emulator has received a number of contacts (increasing)."""
+    sequence; cut short when the run's first write reaches the emulator, so a run faster than the
+    delay is still killed before it sends), the rest once the emulator has received a number of
+    contacts (increasing)."""
     at_start = max(1, kills // 5)
     points: list[tuple[str, float]] = [("received", n) for n in
                                        sorted(rng.sample(range(BATCH, total), kills - at_start))]
@@ -234,7 +236,9 @@ def kill_at_points(crasher: Crasher, points, kind: str = "contacts") -> None:
     for how, value in points:
         run = crasher.start()
         if how == "start":
-            condition = (lambda r, v=value: time.monotonic() - r.started >= v)
+            sent_before = crasher.received(kind)
+            condition = (lambda r, v=value, b=sent_before:
+                         time.monotonic() - r.started >= v or crasher.received(kind) > b)
         else:
             condition = (lambda r, v=value: crasher.received(kind) >= v)
         if not crasher.kill_when(run, condition, f"{how}={value}"):
