@@ -327,6 +327,7 @@ class Engine:
                 store.record_run_start(job.run_id, job.name, job.sync.model.name, job.sync.spec.object,
                                        job.sync.spec.behaviour, self.run_options.full_refresh)
                 job.recorded = True
+                report.run_id = job.run_id   # the results file joins sync_runs on it
                 for recovery in store.recover(job.name):
                     report.recovered += recovery.acknowledged + recovery.removed
                     log.warning("sync %s: run %s was interrupted; kept the %d rows it had acknowledged",

@@ -452,11 +452,12 @@ class StateStore:
         # A mirror's full refresh removes what the list really holds (read from Emarsys into
         # members_table); keys only the snapshot knew are forgotten.
         members_removal = ""
-        # known: the state holds the key, or (a full refresh of a mirror) the list already has it.
-        member_known = ""
+        # known: the state holds the key; for a full refresh of a mirror, which reconciles with what
+        # Emarsys really holds, the list has it (whatever the state says).
+        known = "case when j.snap_key is null then 0 else 1 end"
         if members_table is not None:
-            member_known = (f" and not exists (select 1 from {members_table} m "
-                            f"where m.sync_key = j.sync_key)")
+            known = (f"case when exists (select 1 from {members_table} m where m.sync_key = j.sync_key) "
+                     f"then 1 else 0 end")
         if members_table is not None:
             members_removal = f"""
     union all
@@ -489,7 +490,7 @@ rows_ as (
                 when {invalid} then 'invalid_key'
                 when d.key_rows > 1 then 'duplicate_key' end as reason_code,
            cast(coalesce(d.key_rows, 1) as {b}) as key_rows,
-           case when j.snap_key is null{member_known} then 0 else 1 end as known,
+           {known} as known,
            coalesce(j.sync_key, j.snap_key) as sync_key, cast(null as {b}) as member_id,
            coalesce(j.row_hash, j.snap_hash) as row_hash, {", ".join("j." + c for c in cnames)}
     from j left join keys_ d on d.sync_key = j.sync_key and d.key_rows > 1

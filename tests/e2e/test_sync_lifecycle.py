@@ -82,6 +82,13 @@ def test_change_detection_through_the_cli(sample_project, emulator):
     # Both syncs run at once (the profile's 4 threads); the VIPs are contacts too, created by either.
     assert report["shop_contacts"]["acknowledged"] == len(contacts_keys) == len(emulator_contacts(emulator))
     assert report["vip_list"]["added"] == len(vip_keys) and vip_members(emulator) == vip_keys
+    # The results file names each sync's run as the state's run history does.
+    con = duckdb.connect(str(sample_project / "target" / "sample_shop.duckdb"), read_only=True)
+    try:
+        runs = dict(con.execute("select run_id, status from main_emarsys_sync.sync_runs").fetchall())
+    finally:
+        con.close()
+    assert len(report) == 2 and all(runs[r["run_id"]] == r["status"] for r in report.values()), (report, runs)
 
     second = run_cli(["run"], cwd=sample_project, env=env)
     assert second.returncode == 1, second.output
