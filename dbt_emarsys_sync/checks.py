@@ -147,8 +147,13 @@ def model_columns(project: Any, sync: Sync) -> list[ColumnType]:
         raise ConfigError(f"model {model.display_name} is ephemeral: there is no relation to read; "
                           "materialize it as a table or view (or declare the sync on a model that selects "
                           "from it)")
-    with project.connection(f"emarsys-check-{sync.name}") as adapter:
-        built = relation_columns(adapter, model.relation_name, model.display_name, model=model)
+    try:
+        with project.connection(f"emarsys-check-{sync.name}") as adapter:
+            built = relation_columns(adapter, model.relation_name, model.display_name, model=model)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the warehouse's own error, said in one line
+        raise project.warehouse_problem(f"cannot read model {model.display_name} from the warehouse", exc) from None
     declared = {name.lower(): data_type for name, data_type in model.declared_columns if data_type}
     return [ColumnType(c.name, c.data_type or declared.get(c.name.lower())) for c in built]
 

@@ -402,6 +402,20 @@ class DbtProject:
         self._adapter = adapter
         return adapter
 
+    def warehouse_problem(self, what: str, exc: BaseException) -> ConfigError:
+        """The warehouse refused us (a wrong path, host, password or grant): one line naming the profile
+        and target, with a hint for the commonest DuckDB mistake."""
+        config = self.config
+        where = f" of profile {config.profile_name!r}, target {config.target_name!r}" if config is not None else ""
+        text = _one_line(exc)
+        for heading in ("Runtime Error ", "Database Error "):
+            text = text.removeprefix(heading)
+        hint = ""
+        if config is not None and config.credentials.type == "duckdb" and "no such file" in text.lower():
+            hint = (f" (a relative DuckDB path in profiles.yml is taken from the directory you run in, "
+                    f"{os.getcwd()}: run from the project's directory or make the path absolute)")
+        return ConfigError(f"{what}{where}: {text}{hint}")
+
     @contextmanager
     def connection(self, name: str = "emarsys-sync") -> Iterator[Any]:
         adapter = self.adapter()

@@ -80,7 +80,7 @@ class DbtWarehouseSource:
             except Exception as exc:
                 stack.close()
                 if not is_database_file_locked(exc):
-                    raise
+                    raise self.project.warehouse_problem("cannot open the warehouse", exc) from None
                 waited = time.monotonic() - started
                 if waited >= timeout:
                     raise WarehouseBusy(

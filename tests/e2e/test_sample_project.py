@@ -114,3 +114,18 @@ def test_model_not_built_names_the_dbt_command(sample_project, emulator):
     assert result.returncode == 2, result.output
     assert "dbt build --select emarsys_contacts" in result.stderr
     assert emulator_contacts(emulator) == []
+
+
+@pytest.mark.parametrize("command", [["plan"], ["run"], ["validate", "--no-emarsys"], ["state", "show"]])
+def test_a_warehouse_that_cannot_be_opened_is_a_one_line_config_error(sample_project, emulator, tmp_path,
+                                                                       command):
+    """The sample's DuckDB path is relative: run from elsewhere, the file isn't there."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_cli([*command, "--project-dir", str(sample_project), "--profiles-dir", str(sample_project)],
+                     cwd=elsewhere, env=emulator_env(emulator))
+    assert result.returncode == 2, result.output
+    assert "Traceback" not in result.output
+    assert "profile 'sample_shop', target 'dev'" in result.stderr
+    assert f"taken from the directory you run in, {elsewhere}" in result.stderr
+    assert emulator_contacts(emulator) == []
