@@ -89,6 +89,9 @@ class RunOptions:
     full_refresh: bool = False
     allow_mass_removal: bool = False
     samples: int = 5                   # dry run: sample rows per category
+    # (Emarsys endpoint, API user) the run writes to: the state records it per sync (see runner's
+    # check_emarsys_targets); None when unknown (a dry run without credentials).
+    emarsys: tuple[str, str] | None = None
 
 
 class SafetyRefusal(Exception):
@@ -111,6 +114,7 @@ class SyncJob:
     locked: bool = False
     recorded: bool = False
     list_members: int | None = None     # mirror full refresh: the list's members read from Emarsys
+    rebind: bool = False                # --full-refresh to another Emarsys: forget the old snapshot first
 
     @property
     def name(self) -> str:
@@ -332,6 +336,8 @@ class Engine:
                     report.recovered += recovery.acknowledged + recovery.removed
                     log.warning("sync %s: run %s was interrupted; kept the %d rows it had acknowledged",
                                 job.name, recovery.run_id, recovery.acknowledged + recovery.removed)
+                if self.run_options.emarsys is not None:
+                    store.bind_target(job.name, *self.run_options.emarsys, forget=job.rebind)
                 self.progress.phase(job.name, "comparing the model with the last acknowledged state")
                 members_table = None
                 if job.is_mirror and self.run_options.full_refresh:

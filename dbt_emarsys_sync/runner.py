@@ -201,12 +201,16 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
             jobs = _jobs(project, source, syncs)
             if not request.dry_run:
                 source.store.migrate()
+            if settings is not None:
+                check_emarsys_targets(source.store, jobs, settings, request)
             with Progress(console) as progress:
                 engine = Engine(source, options, RunOptions(dry_run=request.dry_run,
                                                             full_refresh=request.full_refresh,
                                                             allow_mass_removal=request.allow_mass_removal,
-                                                            samples=request.samples), progress,
-                                stop=request.stop)
+                                                            samples=request.samples,
+                                                            emarsys=None if settings is None else
+                                                            (settings.endpoint, settings.user)),
+                                progress, stop=request.stop)
                 if request.dry_run:
                     catalog = clients.catalog()
                     if catalog is not None:
@@ -237,6 +241,36 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
         render(report, console)     # first: if the artifact can't be written, the summary is still seen
     report.write(project.target_dir)
     return report
+
+
+def check_emarsys_targets(store, jobs: list[SyncJob], settings: EmarsysSettings, request: RunRequest) -> None:
+    """A sync's state holds what one Emarsys acknowledged. Pointed at another (a sandbox's state used
+    against production, or one account's against another's), the diff would send nothing the old one
+    had: refuse, every such sync at once, before anything is sent. With --full-refresh the run sends
+    every row to the new Emarsys and the state follows it."""
+    here, bound_by_sync = settings.endpoint, store.bound_targets()
+    problems = []
+    for job in jobs:
+        bound = bound_by_sync.get(job.name)
+        if bound is None:
+            continue
+        there, their_user = bound
+        if there != here:
+            if request.full_refresh:
+                job.rebind = not request.dry_run
+                continue
+            problems.append(
+                f"{job.sync.model.yaml_path}: model {job.sync.model.name}: sync {job.name}: its state "
+                f"({store.schema}) holds what {there} acknowledged (API user {their_user}), but this run "
+                f"writes to {here}: run with --full-refresh to send every row there (the state then "
+                f"follows it), or give this Emarsys its own --state-schema")
+        elif their_user != settings.user:
+            log.warning("sync %s: its state was acknowledged by API user %s, this run uses %s on the same "
+                        "Emarsys (%s); if that user belongs to another Emarsys account, run with --full-refresh",
+                        job.name, their_user, settings.user, here)
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
 
 
 def no_syncs_selected(project: DbtProject, selected: set[str] | None, select: tuple[str, ...] = (),

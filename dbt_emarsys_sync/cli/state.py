@@ -87,14 +87,17 @@ def _render(result: dict) -> None:
                       "first run).", markup=False)
         return
     table = Table(title=f"Sync state in {result['state_schema']}")
-    for col in ("sync", "acknowledged rows", "last acknowledged", "rejected rows", "locked by", "last run"):
+    for col in ("sync", "acknowledged rows", "last acknowledged", "Emarsys", "rejected rows", "locked by",
+                "last run"):
         table.add_column(col, justify="right" if "rows" in col else "left")
     for item in result["syncs"]:
         lock = item.get("lock")
         runs = item.get("recent_runs") or []
         last = f"{runs[0]['status']} {runs[0]['started_at']:%Y-%m-%d %H:%M}" if runs and runs[0].get("started_at") \
             else "-"
+        emarsys = item.get("emarsys")
         table.add_row(item["sync"], str(item.get("snapshot_rows", 0)), str(item.get("last_acknowledged_at") or "-"),
+                      f"{emarsys['api']} ({emarsys['api_user']})" if emarsys else "-",
                       str(item.get("rejected_rows", 0)),
                       f"{lock['run_id']} (pid {lock['pid']} on {lock['host']})" if lock else "-", last)
     console.print(table)

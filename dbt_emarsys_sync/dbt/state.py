@@ -38,7 +38,7 @@ from .warehouse import Warehouse, literal, wait_pause
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Part of every row hash: bump it when the way values are hashed changes, so every row is re-sent once.
 HASH_FORMAT = 1
 DEFAULT_SCHEMA_SUFFIX = "_emarsys_sync"
@@ -232,7 +232,13 @@ def _migrations(store: "StateStore") -> list[tuple[int, list[str]]]:
             f"create index if not exists sync_progress_run on {store.progress} (sync_name, run_id)",
             f"create index if not exists sync_runs_sync on {store.runs} (sync_name, started_at)",
         ]
-    return [(1, v1)]
+    # 2: the Emarsys a sync's snapshot was acknowledged by, so that a run pointed at another one
+    # doesn't take that snapshot for what the new one holds.
+    v2 = [
+        f"create table if not exists {store.targets} (sync_name {t} not null, emarsys {t} not null, "
+        f"api_user {t}, bound_at {ts})",
+    ]
+    return [(1, v1), (2, v2)]
 
 
 # -- the store ---------------------------------------------------------------------------------------
@@ -254,6 +260,7 @@ class StateStore:
         self.version_table = rel("schema_version")
         self.snapshot, self.rejected, self.runs = rel("sync_snapshot"), rel("sync_rejected"), rel("sync_runs")
         self.locks, self.plans, self.progress = rel("sync_locks"), rel("sync_plans"), rel("sync_progress")
+        self.targets = rel("sync_targets")
         self.host = socket.gethostname()
         self.pid = os.getpid()
 
@@ -762,9 +769,12 @@ from rows_"""
             f"select run_id, status, started_at, finished_at, acknowledged, removed, rejected, message "
             f"from {self.runs} where sync_name = {me} order by started_at desc limit 5")]
         holder = self.lock_holder(sync_name)
+        target = wh.fetch_one(f"select emarsys, api_user, bound_at from {self.targets} where sync_name = {me}") \
+            if self.version() >= 2 else None
         return {
             "sync": sync_name,
             "state_schema": self.schema,
+            "emarsys": None if target is None else {"api": target[0], "api_user": target[1], "since": target[2]},
             "snapshot_rows": int(wh.scalar(f"select count(*) from {self.snapshot} where sync_name = {me}") or 0),
             "last_acknowledged_at": last[0] if last else None,
             "rejected_rows": sum(by_code.values()),
@@ -777,6 +787,34 @@ from rows_"""
             "recent_runs": runs,
         }
 
+    # -- the Emarsys a snapshot belongs to ------------------------------------------------------
+
+    def bound_targets(self) -> dict[str, tuple[str, str | None]]:
+        """sync name -> (Emarsys, API user) its snapshot was acknowledged by, for syncs that hold
+        acknowledged or rejected rows (a sync with nothing recorded can go anywhere)."""
+        if not self.exists() or self.version() < 2:
+            return {}
+        return {r[0]: (r[1], r[2]) for r in self.wh.fetch(
+            f"select t.sync_name, t.emarsys, t.api_user from {self.targets} t where exists "
+            f"(select 1 from {self.snapshot} s where s.sync_name = t.sync_name) or exists "
+            f"(select 1 from {self.rejected} x where x.sync_name = t.sync_name)")}
+
+    def bind_target(self, sync_name: str, emarsys: str, api_user: str | None, *, forget: bool = False) -> None:
+        """Record the Emarsys this run writes to. `forget`: another Emarsys than the snapshot's, with
+        --full-refresh: the old snapshot and rejections go first, so that an interrupted refresh
+        leaves only what the new Emarsys acknowledged."""
+        me = literal(sync_name)
+        current = self.wh.fetch_one(f"select emarsys, api_user from {self.targets} where sync_name = {me}")
+        if current == (emarsys, api_user) and not forget:
+            return
+        with self.wh.transaction():
+            if forget:
+                self.wh.run(f"delete from {self.snapshot} where sync_name = {me}")
+                self.wh.run(f"delete from {self.rejected} where sync_name = {me}")
+            self.wh.run(f"delete from {self.targets} where sync_name = {me}")
+            self.wh.run(f"insert into {self.targets} (sync_name, emarsys, api_user, bound_at) values "
+                        f"({me}, {literal(emarsys)}, {literal(api_user)}, {literal(now_utc())})")
+
     def reset(self, sync_name: str) -> dict:
         """Forget what was acknowledged and rejected for a sync (its history stays)."""
         me = literal(sync_name)
@@ -786,11 +824,14 @@ from rows_"""
             "rejected_rows": int(wh.scalar(f"select count(*) from {self.rejected} where sync_name = {me}") or 0),
         }
         plans = self.pending_plans(sync_name)
+        has_targets = self.version() >= 2
         with wh.transaction():
             wh.run(f"delete from {self.snapshot} where sync_name = {me}")
             wh.run(f"delete from {self.rejected} where sync_name = {me}")
             wh.run(f"delete from {self.progress} where sync_name = {me}")
             wh.run(f"delete from {self.plans} where sync_name = {me}")
+            if has_targets:
+                wh.run(f"delete from {self.targets} where sync_name = {me}")
             for _, table in plans:
                 wh.run(f"drop table if exists {table}")
         return counts

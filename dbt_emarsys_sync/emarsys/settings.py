@@ -6,7 +6,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import EmarsysConfigError
 
@@ -37,6 +37,17 @@ class EmarsysSettings:
     @property
     def base_url(self) -> str:
         return self.api_url.rstrip("/") + ("/api/v3" if self.scheme == "oauth" else "/api/v2")
+
+    @property
+    def endpoint(self) -> str:
+        """Which Emarsys this is, as the state records it: the API's base URL, lower-cased, without a
+        trailing slash; on a loopback host without its port (the bundled emulator, a local sandbox,
+        takes a free port each time it starts)."""
+        parts = urlsplit(self.api_url.strip().rstrip("/").lower())
+        netloc = parts.netloc
+        if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+            netloc = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     @property
     def user(self) -> str:

@@ -329,3 +329,38 @@ def test_an_audience_that_cannot_be_read_is_an_error_not_an_empty_list(sample_pr
     assert "model vip_customers can't be read" in broken.stderr and "vip_source" in broken.stderr
     assert "Traceback" not in broken.output
     assert vip_members(emulator) == members
+
+
+def test_a_state_is_bound_to_the_emarsys_that_acknowledged_it(sample_project, emulator):
+    """Synced to one Emarsys, then pointed at another (here a second emulator, reached as `localhost`):
+    the state's snapshot says nothing about the new one, so the run refuses before sending anything,
+    until --full-refresh sends every row there and the state follows it."""
+    from dbt_emarsys_sync.emulator import EmulatorConfig, EmulatorThread
+
+    first_env = emulator_env(emulator)
+    assert run_cli(["run"], cwd=sample_project, env=first_env).returncode == 1
+    contacts_keys = model_keys(sample_project, "emarsys_contacts")
+    with EmulatorThread(EmulatorConfig(rate_limit=0)) as other:
+        other_env = {**emulator_env(other),
+                     "EMARSYS_API_URL": other.url.replace("127.0.0.1", "localhost"),
+                     "EMARSYS_AUTH_URL": other.token_url.replace("127.0.0.1", "localhost")}
+        for command in (["run"], ["plan"]):
+            refused = run_cli(command, cwd=sample_project, env=other_env)
+            assert refused.returncode == 2, refused.output
+            assert "sync shop_contacts: its state (main_emarsys_sync) holds what http://127.0.0.1 acknowledged" \
+                in refused.stderr and "writes to http://localhost" in refused.stderr
+            assert "--full-refresh" in refused.stderr and "Traceback" not in refused.output
+        assert httpx.get(f"{other.url}/_emulator/requests").json() == []
+
+        moved = run_cli(["run", "--full-refresh"], cwd=sample_project, env=other_env)
+        assert moved.returncode == 1, moved.output
+        assert set(emulator_contacts(other)) >= contacts_keys and vip_members(other) == \
+            model_keys(sample_project, "vip_customers")
+        again = run_cli(["run"], cwd=sample_project, env=other_env)
+        assert again.returncode == 1 and all(r["sent"] == 0 for r in results(sample_project).values())
+        shown = json.loads(run_cli(["state", "show", "--output", "json"], cwd=sample_project).stdout)
+        assert {s["sync"]: s["emarsys"]["api"] for s in shown["syncs"]} == {
+            "shop_contacts": "http://localhost", "vip_list": "http://localhost"}
+
+    back = run_cli(["run"], cwd=sample_project, env=first_env)
+    assert back.returncode == 2 and "holds what http://localhost acknowledged" in back.stderr

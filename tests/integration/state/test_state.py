@@ -65,10 +65,27 @@ def test_migrate_creates_a_versioned_schema_once(warehouse):
     assert store.migrate() == SCHEMA_VERSION
     assert store.exists() and store.version() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION          # idempotent
-    rows = store.wh.fetch(f"select version from {store.version_table}")
-    assert rows == [(SCHEMA_VERSION,)]
-    for table in ("sync_snapshot", "sync_rejected", "sync_runs", "sync_locks", "sync_plans", "sync_progress"):
+    rows = store.wh.fetch(f"select version from {store.version_table} order by version")
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]   # each migration once, in order
+    for table in ("sync_snapshot", "sync_rejected", "sync_runs", "sync_locks", "sync_plans", "sync_progress",
+                  "sync_targets"):
         assert store.wh.table_exists(store.schema, table), table
+
+
+def test_a_version_1_state_is_upgraded_in_place(warehouse):
+    """A state written before syncs recorded their Emarsys (version 1) keeps its snapshot; the table
+    arrives with migration 2 and each sync records its Emarsys on its next run."""
+    relation, job, store = new_sync(warehouse)
+    plan(store, job)
+    ack_all(store, job)
+    store.wh.execute(f"drop table {store.targets}", f"delete from {store.version_table} where version = 2")
+    assert store.version() == 1 and store.bound_targets() == {}
+    assert store.migrate() == SCHEMA_VERSION == 2
+    assert len(snapshot(store, job.name)) == 3 and store.bound_targets() == {}
+    store.bind_target(job.name, "https://api.emarsys.net", "crm-user")
+    assert store.bound_targets() == {job.name: ("https://api.emarsys.net", "crm-user")}
+    store.reset(job.name)
+    assert store.bound_targets() == {}
 
 
 def test_a_state_schema_newer_than_the_code_is_refused(warehouse):

@@ -36,3 +36,16 @@ def test_wsse_talks_to_v2_and_keeps_its_secret_out_of_the_repr():
 def test_what_is_missing_or_malformed_is_named(env, message):
     with pytest.raises(EmarsysConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         EmarsysSettings.from_env(env)
+
+
+@pytest.mark.parametrize("api_url, endpoint", [
+    ("https://api.emarsys.net", "https://api.emarsys.net"),
+    ("https://API.Emarsys.net/", "https://api.emarsys.net"),
+    ("https://emarsys.example.com:8443/", "https://emarsys.example.com:8443"),
+    ("http://127.0.0.1:8780", "http://127.0.0.1"),       # the sandbox takes a free port each start
+    ("http://localhost:41234/", "http://localhost"),
+    ("http://[::1]:9000", "http://[::1]"),
+])
+def test_the_endpoint_the_state_records_ignores_what_does_not_change_the_emarsys(api_url, endpoint):
+    settings = EmarsysSettings.from_env({"EMARSYS_API_URL": api_url, "EMARSYS_USERNAME": "u", "EMARSYS_SECRET": "s"})
+    assert settings.endpoint == endpoint
