@@ -517,13 +517,14 @@ class Engine:
                               f"{'' if key_is_email else 'not '}Emarsys's email field; write it as "
                               f"{'`email` (or 3)' if key_is_email else 'its field id'}")
 
-    def abandon(self, job: SyncJob, reason: str) -> None:
-        """Give up a planned job before anything was sent (another sync's configuration error)."""
+    def abandon(self, job: SyncJob, reason: str, status: str = "skipped") -> None:
+        """Give up a planned job before anything was sent: `skipped` (another sync's configuration
+        error stopped the run) or `failed` (Emarsys couldn't be reached)."""
         with self.warehouse.connection(f"emarsys-{job.name}"):
             if job.plan is not None:
                 self.store.drop_plan(job.name, job.run_id, job.plan.table)
                 job.plan = None
-            self._end(job, "skipped", reason)
+            self._end(job, status, reason)
 
     # -- send ---------------------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ from .checks import column_type_problems, require_columns
 from .dbt.gating import gate
 from .dbt.project import DbtArgs, DbtProject
 from .dbt.source import DbtWarehouseSource
-from .emarsys import EmarsysClient, EmarsysSettings, FieldCatalog, InFlightKeys
+from .emarsys import EmarsysClient, EmarsysSettings, FieldCatalog, InFlightKeys, TransientError
+from .emarsys.client import auth_for
 from .emarsys.settings import MissingCredentials
 from .engine import Engine, EngineOptions, RunOptions, SyncJob, build_shape
 from .errors import ConfigError
@@ -70,6 +71,8 @@ class _Clients:
     def __init__(self, settings: EmarsysSettings | None, transport: Any):
         self.settings, self.transport = settings, transport
         self.guard = InFlightKeys()
+        # One credentials flow for the run: one OAuth token, however many syncs send.
+        self.auth = auth_for(settings) if settings is not None else None
         self._clients: list[EmarsysClient] = []
         self._lock = threading.Lock()
         self._catalog: FieldCatalog | None = None
@@ -77,7 +80,7 @@ class _Clients:
     def new(self) -> EmarsysClient | None:
         if self.settings is None:
             return None
-        client = EmarsysClient(self.settings, transport=self.transport, key_guard=self.guard)
+        client = EmarsysClient(self.settings, transport=self.transport, key_guard=self.guard, auth=self.auth)
         with self._lock:
             self._clients.append(client)
         return client
@@ -86,7 +89,8 @@ class _Clients:
         """The account's fields (GET /field, also the connection check), fetched once, on first need."""
         with self._lock:
             if self._catalog is None and self.settings is not None:
-                client = EmarsysClient(self.settings, transport=self.transport, key_guard=self.guard)
+                client = EmarsysClient(self.settings, transport=self.transport, key_guard=self.guard,
+                                       auth=self.auth)
                 self._clients.append(client)
                 self._catalog = FieldCatalog.from_api(client.get_fields(), choice_loader=client.get_choices)
             return self._catalog
@@ -376,7 +380,17 @@ def _run_jobs(engine: Engine, project: DbtProject, source: DbtWarehouseSource, c
         sending = [job for job in jobs if job.needs_sending]
         if not sending:
             return
-        catalog = clients.catalog()
+        for job in sending:
+            engine.progress.phase(job.name, f"reading the Emarsys fields ({clients.settings.base_url})")
+        try:
+            catalog = clients.catalog()
+        except TransientError as exc:
+            # Emarsys can't be reached (after the client's retries): every sync that had rows to send
+            # fails, with the results file written and its plan given up; the next run plans again.
+            reason = f"cannot reach Emarsys at {clients.settings.base_url}: {exc}"
+            for job in sending:
+                engine.abandon(job, reason, status="failed")
+            return
         assert catalog is not None
         _check_mappings(engine, project, sending, catalog)
         source.sending()

@@ -39,7 +39,7 @@ def _parse_fault(text: str) -> dict:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind. The /_emulator/* routes have no auth: keep it on loopback.")
-@click.option("--port", default=8780, show_default=True, type=int)
+@click.option("--port", default=8780, show_default=True, type=int, help="0: a free port, printed at start.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
               help="A YAML or JSON file with any emulator option: credentials, users, custom_fields, "
                    "faults, seed and every setting (flags below override it).")

@@ -268,8 +268,11 @@ def _retry_hook(exc: Exception) -> bool | float:
     if not isinstance(exc, _Retry):
         return False
     wait = exc.decision.wait or 0.0
-    log.info("retrying in %.1fs (attempt %d of %d failed): %s", wait, exc.attempt, exc.attempts,
-             exc.decision.reason)
+    # A request's first retry is a warning, so a run waiting on Emarsys (down, or rate limited) says
+    # why at the default log level; the following ones are info.
+    level = logging.WARNING if exc.attempt == 1 else logging.INFO
+    log.log(level, "retrying in %.1fs (attempt %d of %d failed): %s", wait, exc.attempt, exc.attempts,
+            exc.decision.reason)
     return wait
 
 
@@ -295,11 +298,20 @@ class _StillRacing(Exception):
     pass
 
 
+def auth_for(settings: EmarsysSettings, wall_clock=time.time) -> httpx.Auth:
+    """The credentials flow of `settings`: OAuth client credentials (API v3) or WSSE (API v2)."""
+    if settings.scheme == "oauth":
+        return OAuthClientCredentials(settings.auth_url, settings.client_id or "", settings.client_secret or "")
+    return WsseAuth(settings.username or "", settings.secret or "", clock=wall_clock)
+
+
 class EmarsysClient:
     def __init__(self, settings: EmarsysSettings, *, transport: httpx.BaseTransport | None = None,
                  retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
                  max_connections: int = 16, key_guard: InFlightKeys | None = _DEFAULT,  # type: ignore
-                 wall_clock=time.time):
+                 wall_clock=time.time, auth: httpx.Auth | None = None):
+        """`auth`: share another client's credentials flow (auth_for), so a run's clients share one
+        OAuth token (or one learnt WSSE clock offset) instead of fetching their own."""
         self.settings = settings
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or limiter_for(settings.api_url, settings.user,
@@ -307,11 +319,7 @@ class EmarsysClient:
         # Keys being written right now: a key never rides in two requests in flight at once.
         self.key_guard = InFlightKeys() if key_guard is _DEFAULT else key_guard
         self._wall_clock = wall_clock
-        if settings.scheme == "oauth":
-            self._auth: httpx.Auth = OAuthClientCredentials(
-                settings.auth_url, settings.client_id or "", settings.client_secret or "")
-        else:
-            self._auth = WsseAuth(settings.username or "", settings.secret or "", clock=wall_clock)
+        self._auth: httpx.Auth = auth or auth_for(settings, wall_clock)
         self._http = httpx.Client(
             base_url=settings.base_url,
             auth=self._auth,

@@ -89,6 +89,9 @@ def test_change_detection_through_the_cli(sample_project, emulator):
     finally:
         con.close()
     assert len(report) == 2 and all(runs[r["run_id"]] == r["status"] for r in report.values()), (report, runs)
+    # The two syncs and the field catalogue share one OAuth token.
+    tokens = [r for r in httpx.get(f"{emulator.url}/_emulator/requests").json() if r["path"] == "/oauth2/token"]
+    assert len(tokens) == 1, tokens
 
     second = run_cli(["run"], cwd=sample_project, env=env)
     assert second.returncode == 1, second.output

@@ -359,6 +359,16 @@ def _state_after_disk_full(ctx: Ctx, outcome) -> None:
     assert not (ctx.project / "target" / "emarsys_sync_results.json").exists()
 
 
+def _results_say_unreachable(ctx: Ctx, outcome) -> None:
+    # The run ends as a run: its syncs failed (not skipped), the results file says why, no plan is left.
+    artifact = json.loads((ctx.project / "target" / "emarsys_sync_results.json").read_text())
+    assert artifact["exit_code"] == 3
+    for result in artifact["results"]:
+        assert result["status"] == "failed" and "cannot reach Emarsys at http://127.0.0.1:" in result["message"]
+        assert result["run_id"]
+    assert "reading the Emarsys fields (http://127.0.0.1:" in outcome.stdout   # what it waited on was said
+
+
 def _model_gone_next_run(ctx: Ctx, outcome) -> None:
     again = cli(ctx.project, ["run", "--select", "contacts"], emulator_env(ctx.emu))
     assert again.exit_code == 2 and "dbt build" in again.stderr, again.describe()
@@ -384,7 +394,7 @@ ENVIRONMENT = [
          prepare=_restricted_user(["field.get"]), error="contact.update"),
     Case("env_emarsys_unreachable", "Emarsys answers 503 to everything, past the retries", 3,
          prepare=lambda ctx: ctx.control.add_faults({"type": "status", "status": 503, "count": 1000}),
-         error="gave up", error_also=("503",)),
+         error="gave up", error_also=("503",), check=_results_say_unreachable),
     Case("env_wrong_target", "a target the profile doesn't have", 2, args=["--target", "nosuch"], error="nosuch"),
     Case("env_wrong_profile", "a profile that doesn't exist", 2, args=["--profile", "nosuch"], error="nosuch"),
     Case("env_database_locked", "another process holds the DuckDB file", 3, args=["--lock-timeout", "1"],
