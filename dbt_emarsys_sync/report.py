@@ -271,9 +271,10 @@ def render(report: RunReport, console) -> None:
         if s.rejected:
             reasons = ", ".join(f"{code}: {n}" for code, n in sorted(s.rejected_by_code.items()))
             verb = "would be rejected" if dry else "rejected"
-            console.print(f"[bold]{s.name}[/]: {s.rejected} rows {verb} ({reasons}); for example:",
-                          highlight=False)
-            for sample in s.rejected_samples[:report.samples]:
+            shown = s.rejected_samples[:report.samples]
+            console.print(f"[bold]{s.name}[/]: {s.rejected} row{'' if s.rejected == 1 else 's'} {verb} ({reasons})"
+                          f"{'; for example:' if shown else ''}", highlight=False)
+            for sample in shown:
                 console.print(f"  - {sample['key']!s}: {sample['reason']}", markup=False, highlight=False)
         for category, rows in s.samples.items():
             if rows:

@@ -163,13 +163,14 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
               transport=None) -> RunReport:
     """Run (or, with `dry_run`, plan) every selected sync; configuration problems raise before anything
     is sent."""
+    missing: MissingCredentials | None = None
     if settings is None:
         try:
             settings = EmarsysSettings.from_env()
-        except MissingCredentials:
+        except MissingCredentials as exc:
             if not request.dry_run:
                 raise
-            settings = None     # a dry run can still diff and count without Emarsys (not with bad settings)
+            settings, missing = None, exc   # a dry run can still diff and count (not with bad settings)
     if request.batch_size is not None and not 1 <= request.batch_size <= 1000:
         raise ConfigError(f"--batch-size must be between 1 and 1000 (Emarsys takes at most 1000 contacts a "
                           f"request), got {request.batch_size}")
@@ -179,6 +180,8 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
     if not models:
         raise no_syncs_selected(project, selected, request.select, request.exclude, request.selector)
     syncs = [s for s in project.syncs(selected) if s.spec.enabled]
+    if missing is not None and request.full_refresh and any(s.spec.behaviour == "mirror" for s in syncs):
+        raise missing       # a mirror's full refresh reads the list from Emarsys: as `run` would say
 
     report = RunReport(dry_run=request.dry_run, samples=request.samples)
     # Only models whose last build succeeded and whose tests passed; the others are reported skipped.
@@ -274,7 +277,7 @@ def check_emarsys_targets(store, jobs: list[SyncJob], settings: EmarsysSettings,
                         job.name, their_user, settings.user, here)
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else
-                          f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
+                          f"{len(problems)} problems stop the run:\n  " + "\n  ".join(problems))
 
 
 def no_syncs_selected(project: DbtProject, selected: set[str] | None, select: tuple[str, ...] = (),
@@ -349,7 +352,7 @@ def _jobs(project: DbtProject, source: DbtWarehouseSource, syncs: list) -> list[
         jobs.append(SyncJob(sync, shape, report))
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else
-                          f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
+                          f"{len(problems)} problems stop the run:\n  " + "\n  ".join(problems))
     return jobs
 
 
@@ -366,7 +369,7 @@ def _check_mappings(engine: Engine, project: DbtProject, jobs: list[SyncJob], ca
         problems += _off_thread(column_type_problems, project, job.sync, catalog)
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else
-                          f"{len(problems)} syncs can't run:\n  " + "\n  ".join(problems))
+                          f"{len(problems)} problems stop the run:\n  " + "\n  ".join(problems))
 
 
 def _run_jobs(engine: Engine, project: DbtProject, source: DbtWarehouseSource, clients: _Clients,
