@@ -287,7 +287,7 @@ def ratios(m: dict[str, Measure]) -> dict:
 
 
 def targets(m: dict[str, Measure], throttled: dict | None, rows: int) -> list[dict]:
-    """The issue's targets, checked on this run's figures (they are stated for 1,000,000 rows)."""
+    """The benchmark's targets, checked on this run's figures (they are stated for 1,000,000 rows)."""
     checks = []
 
     def check(name: str, value, ok: bool) -> None:

@@ -511,6 +511,6 @@ def _standard_keys(rows: list[dict], case: Case) -> set[str]:
 
 
 def test_corpus_size():
-    """The issue asks for at least 40 cases; every one has an expected exit code and outcome."""
+    """At least 40 cases; every one has an expected exit code and outcome."""
     assert len(CASES) >= 40
     assert len({c.id for c in CASES}) == len(CASES)

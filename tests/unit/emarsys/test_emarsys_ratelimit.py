@@ -40,7 +40,7 @@ def test_pacing_holds_any_minute_under_the_limit_and_near_it():
     busiest = max_in_any_window(starts, 60.0)
     assert busiest <= 1000 - 20 + 2                 # the 2% headroom, plus the catch-up tolerance
     per_minute = (len(starts) - 1) / (starts[-1] - starts[0]) * 60
-    assert 0.95 * 1000 <= per_minute <= 1000          # the floor: 95% of the ceiling
+    assert 0.95 * 1000 <= per_minute <= 1000          # the floor: 95% of the ceiling
     assert limiter.waited_seconds > 0
 
 
