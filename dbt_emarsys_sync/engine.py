@@ -24,12 +24,11 @@ from typing import Any, Callable, Protocol
 
 import orjson
 
-from .dbt.state import PLAN_VALUES_AT, PlanSummary, StateStore, SyncShape, as_utc, \
-    mapping_fingerprint, new_run_id
+from .dbt.state import PLAN_VALUES_AT, PlanSummary, StateStore, SyncShape, mapping_fingerprint, new_run_id
 from .emarsys import EmarsysClient, EmarsysError, FieldCatalog
 from .emarsys.batching import MAX_BATCH_BYTES, MAX_BATCH_CONTACTS, ContactBatcher
 from .errors import ConfigError
-from .mapping import EMAIL_FIELD_ID, MappingError, Rejection, RowMapper, hash_columns, read_columns
+from .mapping import EMAIL_FIELD_ID, MappingError, Rejection, RowMapper, as_utc, hash_columns, read_columns
 from .report import SyncReport
 from .spec import Sync
 

@@ -118,7 +118,8 @@ class RowMapper:
         raw rows), so the hot loop maps them without slicing each row."""
         view = copy.copy(self)
         view.key_index = self.key_index + offset
-        view._convert = [(index + offset, field_id, convert, m) for index, field_id, convert, m in self._convert]
+        view._convert = [(index + offset, field_id, convert, m)
+                         for index, field_id, convert, m in self._convert]
         return view
 
     @property
@@ -179,12 +180,16 @@ class RowMapper:
         return out
 
 
+def as_utc(value: Any) -> Any:
+    """A plan's value of a tz-aware column (UTC wall time, see SyncShape.utc_columns) as the tz-aware
+    timestamp it was; any other value as it is."""
+    if type(value) is datetime and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
 def _utc_aware(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def from_utc(value: Any) -> Any:
-        if type(value) is datetime and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return convert(value)
-    return from_utc
+    return lambda value: convert(as_utc(value))
 
 
 def read_columns(spec: SyncSpec, model_columns: list[str]) -> list[str]:

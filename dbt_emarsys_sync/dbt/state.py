@@ -89,7 +89,7 @@ class SyncShape:
     @property
     def utc_columns(self) -> frozenset[str]:
         """Read columns holding tz-aware timestamps: the plan keeps them as UTC wall time (naive), which
-        a driver hands to Python several times faster than tz-aware values; `as_utc` makes them
+        a driver hands to Python several times faster than tz-aware values; `mapping.as_utc` makes them
         tz-aware again."""
         return frozenset(c for c in self.read_columns if is_tz_aware(self.column_types.get(c, "")))
 
@@ -103,13 +103,6 @@ def is_tz_aware(dtype: str) -> bool:
     """A timestamp type with a time zone, as PostgreSQL, DuckDB and Redshift name it."""
     dtype = dtype.lower()
     return "with time zone" in dtype or dtype == "timestamptz"
-
-
-def as_utc(value: Any) -> Any:
-    """A plan's value of a tz-aware column (UTC wall time) as the tz-aware timestamp it was."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 def mapping_fingerprint(spec: Any) -> str:
@@ -770,7 +763,7 @@ from rows_"""
             f"from {self.runs} where sync_name = {me} order by started_at desc limit 5")]
         holder = self.lock_holder(sync_name)
         target = wh.fetch_one(f"select emarsys, api_user, bound_at from {self.targets} where sync_name = {me}") \
-            if self.version() >= 2 else None
+            if self._has_targets() else None
         return {
             "sync": sync_name,
             "state_schema": self.schema,
@@ -789,10 +782,14 @@ from rows_"""
 
     # -- the Emarsys a snapshot belongs to ------------------------------------------------------
 
+    def _has_targets(self) -> bool:
+        """sync_targets came with migration 2; `plan` and `state` don't migrate an older schema."""
+        return self.version() >= 2
+
     def bound_targets(self) -> dict[str, tuple[str, str | None]]:
         """sync name -> (Emarsys, API user) its snapshot was acknowledged by, for syncs that hold
         acknowledged or rejected rows (a sync with nothing recorded can go anywhere)."""
-        if not self.exists() or self.version() < 2:
+        if not self.exists() or not self._has_targets():
             return {}
         return {r[0]: (r[1], r[2]) for r in self.wh.fetch(
             f"select t.sync_name, t.emarsys, t.api_user from {self.targets} t where exists "
@@ -824,7 +821,7 @@ from rows_"""
             "rejected_rows": int(wh.scalar(f"select count(*) from {self.rejected} where sync_name = {me}") or 0),
         }
         plans = self.pending_plans(sync_name)
-        has_targets = self.version() >= 2
+        has_targets = self._has_targets()
         with wh.transaction():
             wh.run(f"delete from {self.snapshot} where sync_name = {me}")
             wh.run(f"delete from {self.rejected} where sync_name = {me}")

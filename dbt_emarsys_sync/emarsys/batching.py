@@ -61,14 +61,11 @@ class ContactBatcher:
         self._empty = len(self._head) + len(self._tail)
         self.size = self._empty
 
-    def fits_alone(self, encoded: bytes) -> bool:
-        return self._empty + len(encoded) <= self.max_bytes
-
     def add(self, key: str, encoded: bytes) -> tuple[list[str], bytes] | None:
         """Add one contact; return the full batch (keys, body) it pushed out, if any.
         Raises ContactTooLarge for a contact that can't fit even alone, DuplicateKey for a key that is
         already in the open batch (the caller decides which row wins before batching)."""
-        if self._empty + len(encoded) > self.max_bytes:   # fits_alone, inlined: called per contact
+        if self._empty + len(encoded) > self.max_bytes:
             raise ContactTooLarge(f"the contact {key!r} encodes to {len(encoded)} bytes, over the "
                                   f"{self.max_bytes}-byte request cap")
         if key in self._key_set:

@@ -239,11 +239,11 @@ def test_timestamps_with_time_zone_hash_the_same_in_any_session_time_zone(wareho
 
 
 def test_a_plan_holds_timestamps_with_time_zone_as_the_same_instants_in_any_session_time_zone(warehouse):
-    """The plan keeps a tz-aware column as UTC wall time (cheaper to fetch); as_utc gives back the instant,
+    """The plan keeps a tz-aware column as UTC wall time (cheaper to fetch); mapping.as_utc gives back the instant,
     whatever the session's time zone was when the plan was made or read."""
     from datetime import datetime, timezone
 
-    from dbt_emarsys_sync.dbt.state import as_utc
+    from dbt_emarsys_sync.mapping import as_utc
 
     columns = {"email": "varchar(200)", "seen_at": "timestamp with time zone"}
     _, job, store = new_sync(warehouse, rows=[("a@example.com", "2026-01-02 03:04:05+00"),
