@@ -250,6 +250,12 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
     return report
 
 
+def problems_error(problems: list[str]) -> ConfigError:
+    """Every problem that stops a run, as one error (one problem as it is)."""
+    return ConfigError(problems[0] if len(problems) == 1 else
+                       f"{len(problems)} problems stop the run:\n  " + "\n  ".join(problems))
+
+
 def check_emarsys_targets(store, jobs: list[SyncJob], settings: EmarsysSettings, request: RunRequest) -> None:
     """A sync's state holds what one Emarsys acknowledged. Pointed at another (a sandbox's state used
     against production, or one account's against another's), the diff would send nothing the old one
@@ -276,8 +282,7 @@ def check_emarsys_targets(store, jobs: list[SyncJob], settings: EmarsysSettings,
                         "Emarsys (%s); if that user belongs to another Emarsys account, run with --full-refresh",
                         job.name, their_user, settings.user, here)
     if problems:
-        raise ConfigError(problems[0] if len(problems) == 1 else
-                          f"{len(problems)} problems stop the run:\n  " + "\n  ".join(problems))
+        raise problems_error(problems)
 
 
 def no_syncs_selected(project: DbtProject, selected: set[str] | None, select: tuple[str, ...] = (),
@@ -351,8 +356,7 @@ def _jobs(project: DbtProject, source: DbtWarehouseSource, syncs: list) -> list[
         report.start()
         jobs.append(SyncJob(sync, shape, report))
     if problems:
-        raise ConfigError(problems[0] if len(problems) == 1 else
-                          f"{len(problems)} problems stop the run:\n  " + "\n  ".join(problems))
+        raise problems_error(problems)
     return jobs
 
 
@@ -368,8 +372,7 @@ def _check_mappings(engine: Engine, project: DbtProject, jobs: list[SyncJob], ca
             continue
         problems += _off_thread(column_type_problems, project, job.sync, catalog)
     if problems:
-        raise ConfigError(problems[0] if len(problems) == 1 else
-                          f"{len(problems)} problems stop the run:\n  " + "\n  ".join(problems))
+        raise problems_error(problems)
 
 
 def _run_jobs(engine: Engine, project: DbtProject, source: DbtWarehouseSource, clients: _Clients,
