@@ -26,7 +26,7 @@ import orjson
 
 from .dbt.state import PLAN_VALUES_AT, PlanSummary, StateStore, SyncShape, mapping_fingerprint, new_run_id
 from .emarsys import EmarsysClient, EmarsysError, FieldCatalog
-from .emarsys.batching import MAX_BATCH_BYTES, MAX_BATCH_CONTACTS, ContactBatcher
+from .emarsys.batching import MAX_BATCH_BYTES, MAX_BATCH_CONTACTS
 from .errors import ConfigError
 from .mapping import EMAIL_FIELD_ID, MappingError, Rejection, RowMapper, as_utc, hash_columns, read_columns
 from .report import SyncReport
@@ -176,42 +176,94 @@ class _Batch:
 
 
 class _RangeBatcher:
-    """ContactBatcher plus bookkeeping of which seq range each request body settles."""
+    """Mapped plan rows -> request bodies under the count and byte caps, with the bookkeeping of which
+    seq range each body settles (its rows, and the rows of that range rejected before sending).
+
+    A body is encoded in one call for up to `max_batch_contacts` contacts; only when that is over the
+    byte cap (contacts of tens of kilobytes each) are they encoded one by one to find how many fit,
+    and a contact over the cap on its own is rejected. The bytes are those of ContactBatcher's bodies.
+    Keys are unique within a plan (the diff rejects duplicates), so one body never holds a key twice.
+    """
 
     def __init__(self, key_id: str, options: EngineOptions, start: int):
-        self.batcher = ContactBatcher(key_id, options.max_batch_contacts, options.max_batch_bytes)
+        self.head = b'{"key_id":' + orjson.dumps(str(key_id)) + b',"contacts":'
+        self.tail = b"}"
+        self.max_contacts, self.max_bytes = options.max_batch_contacts, options.max_batch_bytes
         self.seqs: list[int] = []
+        self.keys: list[str] = []
         self.known: list[bool] = []
+        self.payloads: list[dict] = []
         self.rejections: list[Rejected] = []
         self.start = start
 
     def reject(self, seq: int, key: str | None, code: str, message: str) -> None:
         self.rejections.append((seq, key, code, message))
 
-    def add(self, seq: int, key: str, encoded: bytes, known: bool = False) -> _Batch | None:
-        full = self.batcher.add(key, encoded)
-        self.seqs.append(seq)
-        self.known.append(known)
-        if full is None:
-            return None
-        keys, body = full
-        seqs, self.seqs = self.seqs[:len(keys)], self.seqs[len(keys):]
-        known_flags, self.known = self.known[:len(keys)], self.known[len(keys):]
-        hi = seqs[-1]
+    def extend(self, seqs: list[int], keys: list[str], known: list[bool], payloads: list[dict]) -> list[_Batch]:
+        """Add mapped rows (in seq order); return the batches they complete."""
+        self.seqs += seqs
+        self.keys += keys
+        self.known += known
+        self.payloads += payloads
+        batches = []
+        while len(self.keys) >= self.max_contacts:
+            batch = self._cut()
+            if batch is not None:
+                batches.append(batch)
+        return batches
+
+    def flush(self, end: int) -> list[_Batch]:
+        """The rest, the last batch settling the range up to `end` (the plan's last row)."""
+        batches = []
+        while self.keys:
+            batch = self._cut(end)
+            if batch is not None:
+                batches.append(batch)
+        if self.rejections or self.start <= end:
+            batches.append(_Batch([(self.start, end)], [], [], b"", self.rejections, []))
+            self.rejections, self.start = [], end + 1
+        return batches
+
+    def _cut(self, end: int | None = None) -> _Batch | None:
+        n = min(len(self.keys), self.max_contacts)
+        body = self.head + orjson.dumps(self.payloads[:n]) + self.tail
+        if len(body) > self.max_bytes:
+            n, body = self._fit()
+            # Contacts over the cap alone were dropped; if the rest fit, more rows may join them.
+            if n == 0 or (end is None and n == len(self.keys) < self.max_contacts):
+                return None
+        keys, seqs, known = self.keys[:n], self.seqs[:n], self.known[:n]
+        del self.keys[:n], self.seqs[:n], self.known[:n], self.payloads[:n]
+        # The last body of the plan settles the rest of its range too, rejections included.
+        hi = end if end is not None and not self.keys else seqs[-1]
         taken = [r for r in self.rejections if r[0] <= hi]
         self.rejections = [r for r in self.rejections if r[0] > hi]
-        batch = _Batch([(self.start, hi)], keys, seqs, body, taken, known_flags)
+        batch = _Batch([(self.start, hi)], keys, seqs, body, taken, known)
         self.start = hi + 1
         return batch
 
-    def flush(self, end: int) -> _Batch | None:
-        full = self.batcher.flush()
-        keys, body = full if full else ([], b"")
-        if not keys and not self.rejections and self.start > end:
-            return None
-        batch = _Batch([(self.start, end)], keys, self.seqs, body, self.rejections, self.known)
-        self.seqs, self.known, self.rejections, self.start = [], [], [], end + 1
-        return batch
+    def _fit(self) -> tuple[int, bytes]:
+        """How many of the first contacts fit in one body under the byte cap, and that body. A contact
+        over the cap on its own is rejected (it can never be sent) and dropped from the rows."""
+        empty = len(self.head) + len(self.tail) + 2    # the brackets of the contacts array
+        parts: list[bytes] = []
+        size = empty
+        i = 0
+        while i < len(self.keys) and len(parts) < self.max_contacts:
+            encoded = orjson.dumps(self.payloads[i])
+            if empty + len(encoded) > self.max_bytes:
+                self.reject(self.seqs[i], self.keys[i], "too_large",
+                            f"the contact {self.keys[i]!r} encodes to {len(encoded)} bytes, over the "
+                            f"{self.max_bytes}-byte request cap")
+                del self.keys[i], self.seqs[i], self.known[i], self.payloads[i]
+                continue
+            grown = size + len(encoded) + (1 if parts else 0)
+            if grown > self.max_bytes:
+                break
+            parts.append(encoded)
+            size = grown
+            i += 1
+        return i, self.head + b"[" + b",".join(parts) + b"]" + self.tail
 
 
 class _Checkpoints:
@@ -617,32 +669,42 @@ class Engine:
     def _upsert_batches(self, job: SyncJob, mapper: RowMapper, lo: int, hi: int, failures: list):
         """Plan rows lo..hi -> request bodies; rows that can't be sent become rejections in their range."""
         batcher = _RangeBatcher(mapper.key_id, self.options, lo)
-        # The plan's raw rows (seq, key, known, member id, values...): a million-row sync builds no
-        # PlanRow and slices no row.
+        # The plan's raw rows (seq, key, known, member id, values...), mapped a page at a time, a
+        # column at a time: a million-row sync makes no call per value for plain columns.
         raw_mapper = mapper.at_offset(PLAN_VALUES_AT)
-        dumps = orjson.dumps
+        # A request's worth of rows at a time, so each body goes out as soon as it is ready and the
+        # requests in flight keep Emarsys busy while the next rows are mapped.
+        step = self.options.max_batch_contacts
         for page in self.store.read_plan_raw(job.plan.table, lo, hi, self.options.read_page,  # type: ignore
                                              len(job.shape.read_columns)):
-            for row in page:
-                seq, key = row[0], row[1]
-                if type(seq) is not int:
-                    seq = int(seq)
-                payload = self._payload(raw_mapper, key, row)
-                if isinstance(payload, Rejection):
-                    batcher.reject(seq, key, payload.code, payload.reason)
-                    continue
-                try:
-                    full = batcher.add(seq, key, dumps(payload), row[2] == 1)
-                except ValueError as exc:   # a contact over the byte cap on its own
-                    batcher.reject(seq, key, "too_large", str(exc))
-                    continue
-                if full is not None:
+            for at in range(0, len(page), step):
+                for batch in batcher.extend(*self._mapped(raw_mapper, page[at:at + step], batcher)):
                     if self._should_stop(failures):
                         return
-                    yield full
-        last = batcher.flush(hi)
-        if last is not None and not self._should_stop(failures):
-            yield last
+                    yield batch
+        for batch in batcher.flush(hi):
+            if self._should_stop(failures):
+                return
+            yield batch
+
+    @staticmethod
+    def _mapped(mapper: RowMapper, rows: list[tuple], batcher: _RangeBatcher,
+                ) -> tuple[list[int], list[str], list[bool], list[dict]]:
+        """Raw plan rows -> (seqs, keys, known, payloads) of the rows that can be sent; the others go
+        to the batcher as rejections."""
+        seqs = [row[0] for row in rows]
+        if seqs and type(seqs[0]) is not int:
+            seqs = list(map(int, seqs))
+        keys = [row[1] for row in rows]
+        known = [row[2] == 1 for row in rows]
+        payloads, problems = mapper.payloads(rows, keys)
+        if not problems:
+            return seqs, keys, known, payloads   # type: ignore[return-value]
+        for i in sorted(problems):
+            batcher.reject(seqs[i], keys[i], problems[i].code, problems[i].reason)
+        kept = [i for i in range(len(rows)) if i not in problems]
+        return ([seqs[i] for i in kept], [keys[i] for i in kept], [known[i] for i in kept],  # type: ignore[misc]
+                [payloads[i] for i in kept])   # type: ignore[misc]
 
     @staticmethod
     def _payload(mapper: RowMapper, key: str | None, values: tuple) -> dict | Rejection:

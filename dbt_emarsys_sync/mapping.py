@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .emarsys.fields import DATE_TYPES, CoercionError, CoercionOptions, EmarsysField, FieldCatalog, coerce, \
-    coercer_for
+from .emarsys.fields import DATE_TYPES, ColumnCoercer, CoercionError, CoercionOptions, EmarsysField, FieldCatalog, \
+    coerce, coercer_for, column_coercer_for
 from .spec import SyncSpec
 
 EMAIL_FIELD_ID = 3
@@ -106,12 +106,17 @@ class RowMapper:
             raise MappingError("; ".join(problems))
         # The hot loop's view of the mapping: (column index, field id as sent, its coercer, field).
         self._convert = []
+        # The same for whole columns (`payloads`): (column index, field id, column coercer, make the
+        # values tz-aware first, field).
+        self._columns: list[tuple[int, str, ColumnCoercer, bool, MappedField]] = []
         for m in self.fields:
             convert = coercer_for(m.field, self.options)
             # A date field reads a naive timestamp as UTC already; text and other fields need the zone.
-            if self.read_columns[m.index] in utc_columns and m.field.kind not in DATE_TYPES:
+            to_utc = self.read_columns[m.index] in utc_columns and m.field.kind not in DATE_TYPES
+            if to_utc:
                 convert = _utc_aware(convert)
             self._convert.append((m.index, str(m.field.id), convert, m))
+            self._columns.append((m.index, str(m.field.id), column_coercer_for(m.field, self.options), to_utc, m))
 
     def at_offset(self, offset: int) -> "RowMapper":
         """This mapper for rows that carry `offset` other values before the read columns (a plan's
@@ -120,6 +125,7 @@ class RowMapper:
         view.key_index = self.key_index + offset
         view._convert = [(index + offset, field_id, convert, m)
                          for index, field_id, convert, m in self._convert]
+        view._columns = [(index + offset, *rest) for index, *rest in self._columns]  # type: ignore[misc]
         return view
 
     @property
@@ -178,6 +184,54 @@ class RowMapper:
         if self.constants:
             out.update(self.constants)
         return out
+
+    def payloads(self, rows: Sequence[tuple], keys: Sequence[str | None]
+                 ) -> tuple[list[dict[str, Any] | None], dict[int, Rejection]]:
+        """`payload` for many rows at once (a page of a plan), a column at a time: the payloads in row
+        order, None for a rejected row, and the rejections by row index. `keys` are the rows' keys as
+        the warehouse normalised them, checked as `check_key` does; a row that can't be mapped gets
+        the reason `payload` gives (the first field that fails, in mapping order)."""
+        problems = self._check_keys(keys)
+        columns = list(zip(*rows))
+        ids = [self.key_id]
+        wires: list[Sequence] = [keys]
+        for index, field_id, convert, to_utc, m in self._columns:
+            values = columns[index] if columns else ()
+            wire, errors = convert(list(map(as_utc, values)) if to_utc else values)
+            for i, exc in errors.items():
+                if i not in problems:
+                    problems[i] = Rejection(keys[i], f"column {m.column!r} ({type(rows[i][index]).__name__}) "
+                                                     f"-> field {m.field.label()}: {exc}")
+            ids.append(field_id)
+            wires.append(wire)
+        skip_nulls = self.spec.null_policy == "skip" and any(None in wire for wire in wires[1:])
+        constants = self.constants
+        if not skip_nulls and not constants:
+            out: list[dict[str, Any] | None] = [dict(zip(ids, values)) for values in zip(*wires)]
+        else:
+            out = []
+            for values in zip(*wires):
+                if skip_nulls and None in values:
+                    payload = {k: v for k, v in zip(ids, values) if v is not None}
+                else:
+                    payload = dict(zip(ids, values))
+                if constants:
+                    payload.update(constants)
+                out.append(payload)
+        for i in problems:
+            out[i] = None
+        return out, problems
+
+    def _check_keys(self, keys: Sequence[str | None]) -> dict[int, Rejection]:
+        if self.key_field is not None and self.key_field.id == EMAIL_FIELD_ID and None not in keys \
+                and None not in list(map(_EMAIL.match, keys)):   # type: ignore[arg-type]
+            return {}
+        problems: dict[int, Rejection] = {}
+        for i, key in enumerate(keys):
+            problem = Rejection(None, "the key is null", "invalid_key") if key is None else self.check_key(key)
+            if problem is not None:
+                problems[i] = problem
+        return problems
 
 
 def as_utc(value: Any) -> Any:

@@ -103,3 +103,49 @@ def test_a_tz_aware_column_given_as_utc_wall_time_maps_as_the_instant_it_is(cata
     assert told.payload("a@b.co", row(signed_up_at=naive_utc, first_name=naive_utc)) == expected
     assert told.payload("a@b.co", row(signed_up_at=aware, first_name=aware)) == expected
     assert expected["5004"] == ("2024-01-01" if zone == "Europe/Berlin" else "2023-12-31")
+
+
+def one_by_one(mapper, keys, rows):
+    """What the engine did row by row: the key checked, then `payload`."""
+    out = []
+    for key, r in zip(keys, rows):
+        result = Rejection(None, "the key is null", "invalid_key") if key is None else \
+            mapper.check_key(key) or mapper.payload(key, r)
+        out.append(result)
+    return out
+
+
+@pytest.mark.parametrize("null_policy", ["skip", "clear"])
+@pytest.mark.parametrize("constants", [{}, {"optin": True}])
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin"])
+def test_a_page_of_rows_maps_as_its_rows_do_one_by_one(catalog, null_policy, constants, zone):
+    """`payloads` (a page, a column at a time) gives each row the payload or the rejection `payload`
+    gives it, whatever mix of plain rows, nulls, bad keys and bad values the page holds."""
+    fields = {"first_name": "First Name", "birth_date": "birth_date", "ltv": "lifetime_value",
+              "tier": "loyalty tier", "signed_up_at": "signup_date"}
+    if not constants:
+        fields["optin"] = 31
+    options = dict(null_policy=null_policy, timezone=zone, constants=constants, fields=fields)
+    naive_utc = datetime(2023, 12, 31, 23, 30)
+    pages = [
+        [row(first_name=f"P{i}", signed_up_at=naive_utc) for i in range(5)],                  # plain
+        [row(signed_up_at=naive_utc), row(first_name=None, ltv=None, signed_up_at=None),       # nulls,
+         row(tier="Diamond", signed_up_at=naive_utc), row(ltv=Decimal("NaN"), tier="Tin"),     # bad values
+         row(first_name="x" * 300, signed_up_at=naive_utc), row(optin="maybe", birth_date="1990-13-01"),
+         row(ltv=Decimal("-0"), birth_date=datetime(2020, 1, 1, 23, 0))],
+        [],
+    ]
+    keys_of = [["a@b.co", "b@b.co", "c@b.co", "d@b.co", "e@b.co"],
+               ["a@b.co", "not-an-email", None, "d@b.co", "e@b.co", "f@b.co", "g@b.co"], []]
+    mapper = RowMapper(spec(**options), catalog, COLUMNS, utc_columns=frozenset({"signed_up_at"}))
+    for full_rows, keys, rejected in zip(pages, keys_of, [0, 5, 0]):
+        rows = [tuple(r[COLUMNS.index(c)] for c in mapper.read_columns) for r in full_rows]
+        payloads, problems = mapper.payloads(rows, keys)
+        expected = one_by_one(mapper, keys, rows)
+        assert [problems.get(i, p) for i, p in enumerate(payloads)] == expected
+        assert all(payloads[i] is None for i in problems)
+        assert len(problems) == rejected
+        # The same through a view of rows that carry other values first (a plan's raw rows).
+        shifted = mapper.at_offset(2).payloads([(0, 1, *r) for r in rows], keys)
+        assert shifted == (payloads, problems)
+    assert problems == {} and payloads == []
