@@ -129,7 +129,7 @@ def test_a_page_of_rows_maps_as_its_rows_do_one_by_one(catalog, null_policy, con
     naive_utc = datetime(2023, 12, 31, 23, 30)
     pages = [
         [row(first_name=f"P{i}", signed_up_at=naive_utc) for i in range(5)],                  # plain
-        [row(signed_up_at=naive_utc), row(first_name=None, ltv=None, signed_up_at=None),       # nulls,
+        [row(first_name=None, ltv=None, signed_up_at=None), row(signed_up_at=naive_utc),       # nulls,
          row(tier="Diamond", signed_up_at=naive_utc), row(ltv=Decimal("NaN"), tier="Tin"),     # bad values
          row(first_name="x" * 300, signed_up_at=naive_utc), row(optin="maybe", birth_date="1990-13-01"),
          row(ltv=Decimal("-0"), birth_date=datetime(2020, 1, 1, 23, 0))],
