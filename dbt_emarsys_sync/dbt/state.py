@@ -47,6 +47,10 @@ STATE_SCHEMA_ENV = "EMARSYS_SYNC_STATE_SCHEMA"
 # Plan actions, in the order their rows are numbered (and sent).
 REJECT, UPSERT, REMOVE, FORGET = "reject", "upsert", "remove", "forget"
 PHASES = {REJECT: 0, UPSERT: 1, REMOVE: 2, FORGET: 3}
+# A plan row's seq is phase * PHASE_STRIDE + its number within the phase: ordered by phase, contiguous
+# within one, and numbered per phase without sorting the whole plan (a sort of every row costs a
+# million-row plan 1.5 s of its 3.7 s on DuckDB).
+PHASE_STRIDE = 10 ** 12
 
 
 def now_utc() -> datetime:
@@ -496,8 +500,8 @@ rows_ as (
     from j left join keys_ d on d.sync_key = j.sync_key and d.key_rows > 1
     where j.sync_key is null or {invalid} or d.key_rows > 1 or {changed}{members_removal}
 )
-select cast(row_number() over (order by phase) as {b}) as seq, action, reason_code, key_rows, known,
-       sync_key, member_id, row_hash, {", ".join(cnames)}
+select cast(phase as {b}) * {PHASE_STRIDE} + cast(row_number() over (partition by phase) as {b}) as seq,
+       action, reason_code, key_rows, known, sync_key, member_id, row_hash, {", ".join(cnames)}
 from rows_"""
 
     def create_plan(self, shape: SyncShape, run_id: str, *, full_refresh: bool = False, temporary: bool = False,
