@@ -675,8 +675,13 @@ class Engine:
         # A request's worth of rows at a time, so each body goes out as soon as it is ready and the
         # requests in flight keep Emarsys busy while the next rows are mapped.
         step = self.options.max_batch_contacts
+        read = job.shape.read_columns
+        kinds = mapper.column_kinds()
+        unused = frozenset(i for i in range(len(read)) if i not in kinds)
+        decimals_as_text = frozenset(i for i, c in enumerate(read)
+                                     if c in job.shape.decimal_columns and kinds.get(i) == {"numeric"})
         for page in self.store.read_plan_raw(job.plan.table, lo, hi, self.options.read_page,  # type: ignore
-                                             len(job.shape.read_columns)):
+                                             len(read), unused=unused, decimals_as_text=decimals_as_text):
             for at in range(0, len(page), step):
                 for batch in batcher.extend(*self._mapped(raw_mapper, page[at:at + step], batcher)):
                     if self._should_stop(failures):

@@ -128,6 +128,13 @@ class RowMapper:
         view._columns = [(index + offset, *rest) for index, *rest in self._columns]  # type: ignore[misc]
         return view
 
+    def column_kinds(self) -> dict[int, set[str]]:
+        """For each read column a field maps: the kinds of the fields it feeds."""
+        kinds: dict[int, set[str]] = {}
+        for m in self.fields:
+            kinds.setdefault(m.index, set()).add(m.field.kind)
+        return kinds
+
     @property
     def field_ids(self) -> list[int]:
         return [m.field.id for m in self.fields]

@@ -98,6 +98,12 @@ class SyncShape:
         return frozenset(c for c in self.read_columns if is_tz_aware(self.column_types.get(c, "")))
 
     @property
+    def decimal_columns(self) -> frozenset[str]:
+        """Read columns of a decimal type (DECIMAL, NUMERIC)."""
+        return frozenset(c for c in self.read_columns
+                         if self.column_types.get(c, "").lower().startswith(("decimal", "numeric")))
+
+    @property
     def departed_action(self) -> str:
         # Contacts are never deleted: a departed key only leaves the snapshot. List members are removed.
         return REMOVE if self.mirror else FORGET
@@ -599,14 +605,24 @@ from rows_"""
                        for r in rows]
             start = end + 1
 
-    def read_plan_raw(self, table: str, lo: int, hi: int, page: int, columns: int) -> Iterator[list[tuple]]:
+    def read_plan_raw(self, table: str, lo: int, hi: int, page: int, columns: int, *,
+                      unused: frozenset[int] = frozenset(), decimals_as_text: frozenset[int] = frozenset(),
+                      ) -> Iterator[list[tuple]]:
         """read_plan's rows as the driver returns them, for a sync's hot loop: (seq, key, known,
         member_id, then the first `columns` read columns from index PLAN_VALUES_AT). seq and member_id
-        may be Decimal and known is 0/1; building no PlanRow saves a tuple or two per row."""
+        may be Decimal and known is 0/1; building no PlanRow saves a tuple or two per row.
+
+        Columns in `unused` are read as null (the key column, when no field maps it, is in the key
+        already); decimal columns in `decimals_as_text` come as their plain text where the warehouse
+        casts decimals to plain text (Dialect.plain_decimal_text)."""
+        as_text = decimals_as_text if self.wh.dialect.plain_decimal_text else frozenset()
+        values = ["null" if i in unused else f"cast(c{i} as {self.wh.text_type})" if i in as_text else f"c{i}"
+                  for i in range(columns)]
+        select = ", ".join(["seq", "sync_key", "known", "member_id", *values])
         start = lo
         while start <= hi:
             end = min(start + page - 1, hi)
-            yield self._plan_page(table, start, end, columns)
+            yield self.wh.fetch(f"select {select} from {table} where seq between {start} and {end} order by seq")
             start = end + 1
 
     def _plan_page(self, table: str, start: int, end: int, columns: int) -> list[tuple]:

@@ -547,6 +547,7 @@ def coercer_for(f: EmarsysField, options: CoercionOptions = CoercionOptions()):
 
 ColumnCoercer = Callable[[Sequence], "tuple[Sequence, dict[int, CoercionError]]"]
 _NONE_TYPE = type(None)
+_PLAIN_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 _tzinfo_of = attrgetter("tzinfo")
 _OPTIN_WIRE = {True: 1, False: 2}
 
@@ -631,6 +632,13 @@ def _plain_column_path(f: EmarsysField, options: CoercionOptions,
                 return values
             if kinds == {int}:
                 return list(map(str, values)) if -bound < min(values) and max(values) < bound else None
+            if kinds == {str}:
+                # Numbers as plain text (as DuckDB and PostgreSQL cast decimals, see Dialect): what
+                # Decimal(text) formats back to, unchanged.
+                if max(map(len, values)) <= MAX_NUMERIC_DIGITS and "-0" not in values and \
+                        None not in map(_PLAIN_NUMBER.fullmatch, values):
+                    return values
+                return None
             if kinds == {Decimal} and all(map(Decimal.is_finite, values)):
                 text = list(map(format, values, repeat("f")))
                 # No text longer than the digits allowed before the point: then neither part is over.

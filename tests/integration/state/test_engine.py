@@ -141,6 +141,34 @@ def test_a_request_failing_for_good_keeps_what_was_acknowledged(warehouse, emu):
     assert len(contacts(emu)) == 50
 
 
+def test_decimals_reach_emarsys_with_every_digit_as_the_value_by_value_path_writes_them(warehouse, emu):
+    """Plans hand a numeric field its decimal column as text where the warehouse casts decimals to plain
+    text (DuckDB, PostgreSQL): Emarsys gets exactly what coercing the Decimal gives, scale kept; a
+    number over Emarsys's 24 digits is still rejected; a decimal mapped to a text field is unaffected."""
+    from decimal import Decimal
+
+    from dbt_emarsys_sync.emarsys.fields import coerce
+
+    values = ["12.50", "-0.50", "0.00", "7.00", "-12345678901234567890.12", "99999999999999999999999.00",
+              "1234567890123456789012345.00", None]
+    rows = [(f"d{i}@example.com", v, v) for i, v in enumerate(values)]
+    relation = warehouse.table({"email": "varchar(200)", "ltv": "decimal(30,2)", "note": "decimal(30,2)"}, rows)
+    sync = warehouse.sync(relation, fields={"ltv": "lifetime_value", "note": "first_name"})
+    # Two rows a request: a column of plain values (the first four rows) and one with values the
+    # text fast path leaves to the value-by-value path.
+    report = sync_once(warehouse, emu, sync, options=EngineOptions(max_batch_contacts=2))
+    assert (report.acknowledged, report.rejected) == (7, 1)
+    assert "more than 24 digits" in report.rejected_samples[0]["reason"]
+    with client_for(emu) as client:
+        catalog = FieldCatalog.from_api(client.get_fields(), choice_loader=client.get_choices)
+    for i, value in enumerate(values[:6]):
+        sent = contacts(emu)[f"d{i}@example.com"]
+        decimal = Decimal(value)
+        assert sent["5001"] == coerce(decimal, catalog.resolve("lifetime_value"))
+        assert sent["1"] == coerce(decimal, catalog.resolve("first_name"))
+    assert contacts(emu)["d0@example.com"]["5001"] == "12.50" and contacts(emu)["d2@example.com"]["5001"] == "0.00"
+
+
 # -- mirror ----------------------------------------------------------------------------------------
 
 

@@ -74,6 +74,9 @@ plain_columns = st.one_of(
     st.lists(st.one_of(st.none(), st.decimals(places=2, max_value=10 ** 23, min_value=-(10 ** 23))), max_size=30),
     st.lists(st.one_of(st.none(), st.decimals()), max_size=30),
     st.lists(st.one_of(st.none(), st.booleans()), max_size=30),
+    # Decimals as a warehouse casts them to text, and text that only looks like them.
+    st.lists(st.one_of(st.none(), st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: format(d, "f")),
+                       st.from_regex(r"-?[0-9]{1,26}(\.[0-9]{0,4})?", fullmatch=True)), max_size=30),
 )
 any_columns = st.lists(scalars, max_size=20)
 
@@ -90,6 +93,9 @@ def test_a_whole_column_converts_as_its_values_do_one_by_one(values, kind, opts)
     ("numeric", [Decimal("12.50"), Decimal("-0"), None, Decimal("0.00")]),
     ("numeric", [Decimal("1E+30"), Decimal("1")]), ("numeric", [Decimal("NaN"), Decimal("1")]),
     ("numeric", [10 ** 24 - 1, -(10 ** 24) + 1]), ("numeric", [10 ** 24, 1]), ("numeric", [True, 1]),
+    ("numeric", ["12.50", "-0.00", "0", None, "-3"]), ("numeric", ["-0", "1"]), ("numeric", ["007", "1"]),
+    ("numeric", ["1.", "1"]), ("numeric", [" 1", "2"]), ("numeric", ["1" * 24, "2"]), ("numeric", ["1" * 25]),
+    ("numeric", ["NaN", "1"]), ("numeric", ["١٢", "1"]),
     ("date", [date(1, 1, 1), None]), ("date", [datetime(2024, 1, 1, 23, 30), datetime(2024, 1, 2)]),
     ("singlechoice", ["Gold", "Silver", None]), ("singlechoice", ["Gold", "Diamond"]),
     ("optin", [True, False, None]), ("optin", [True, 1]), ("shorttext", []), ("numeric", [None, None]),
