@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from bisect import insort
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -18,6 +19,10 @@ from typing import Any
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SyncFailed
 
 MAX_SAMPLES = 20
+
+
+def _sample_order(sample: dict) -> tuple:
+    return (sample["key"] is not None, sample["key"] or "", sample["code"], sample["reason"])
 ARTIFACT_NAME = "emarsys_sync_results.json"         # a run's results
 PLAN_ARTIFACT_NAME = "emarsys_sync_plan.json"      # a dry run's: never overwrites the last run's results
 STATUS_STYLES = {"success": "green", "rejected_rows": "yellow", "failed": "red", "skipped": "dim",
@@ -88,9 +93,15 @@ class SyncReport:
             counts[str(code)] += count
             self.rejected_by_code = dict(counts)
             sample = {"key": key, "code": str(code), "reason": reason}
-            # Distinct examples: a key rejected on many rows is shown once.
-            if len(self.rejected_samples) < MAX_SAMPLES and sample not in self.rejected_samples:
-                self.rejected_samples.append(sample)
+            # Distinct examples (a key rejected on many rows is shown once), the first in key order:
+            # the same ones every run, whatever order requests settle in.
+            if sample in self.rejected_samples:
+                return
+            if len(self.rejected_samples) >= MAX_SAMPLES:
+                if _sample_order(sample) >= _sample_order(self.rejected_samples[-1]):
+                    return
+                self.rejected_samples.pop()
+            insort(self.rejected_samples, sample, key=_sample_order)
 
     @property
     def planned_sends(self) -> int:

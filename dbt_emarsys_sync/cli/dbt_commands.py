@@ -30,11 +30,9 @@ def _require_declarations(project, selected, select, exclude, selector) -> None:
         from ..spec import SpecError
 
         raise SpecError(misplaced)
-    if selected is not None:
-        raise ConfigError("no model with a config.meta.emarsys declaration matches the selection "
-                          f"(--select {' '.join(select) or '-'} --exclude {' '.join(exclude) or '-'}"
-                          f"{' --selector ' + selector if selector else ''})")
-    raise ConfigError(f"no model in {project.project_dir} declares config.meta.emarsys")
+    from ..runner import no_syncs_selected
+
+    raise no_syncs_selected(project, selected, tuple(select or ()), tuple(exclude or ()), selector)
 
 
 # -- validate -----------------------------------------------------------------------------------------

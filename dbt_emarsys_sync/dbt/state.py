@@ -811,10 +811,16 @@ from rows_"""
         acknowledged or rejected rows (a sync with nothing recorded can go anywhere)."""
         if not self.exists() or not self._has_targets():
             return {}
-        return {r[0]: (r[1], r[2]) for r in self.wh.fetch(
-            f"select t.sync_name, t.emarsys, t.api_user from {self.targets} t where exists "
-            f"(select 1 from {self.snapshot} s where s.sync_name = t.sync_name) or exists "
-            f"(select 1 from {self.rejected} x where x.sync_name = t.sync_name)")}
+        # One probe per sync (a handful), each stopping at the first row: a semi-join of the targets
+        # with a snapshot of millions of rows would hash the whole snapshot (past DuckDB's memory cap
+        # at 5,000,000 rows).
+        bound = {}
+        for name, emarsys, api_user in self.wh.fetch(f"select sync_name, emarsys, api_user from {self.targets}"):
+            me = literal(name)
+            if self.wh.fetch(f"select 1 from {self.snapshot} where sync_name = {me} limit 1") or \
+                    self.wh.fetch(f"select 1 from {self.rejected} where sync_name = {me} limit 1"):
+                bound[name] = (emarsys, api_user)
+        return bound
 
     def bind_target(self, sync_name: str, emarsys: str, api_user: str | None, *, forget: bool = False) -> None:
         """Record the Emarsys this run writes to. `forget`: another Emarsys than the snapshot's, with

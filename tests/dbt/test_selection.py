@@ -115,7 +115,8 @@ def test_ls_text_lists_every_sync_with_where_it_is_declared(gating):
 def test_a_selection_matching_no_declaration_is_an_error(gating):
     result = run_cli(["ls", "--select", "people"], cwd=gating)
     assert result.returncode == 2
-    assert "no model with a config.meta.emarsys declaration matches the selection (--select people" in result.stderr
+    assert "the selection (--select people) matches 1 model(s), none of which declares a sync" in result.stderr
+    assert "--exclude" not in result.stderr
 
 
 def test_dbt_usage_tracking_stays_off_in_process(gating, monkeypatch):
