@@ -15,14 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_runs_every_scenario_and_writes_its_report(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--rows", "3000", "--audience", "1000",
-         "--throttle-rows", "2000", "--out", str(tmp_path)],
+         "--throttle-rows", "2000", "--scale-rows", "6000", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [report_file] = tmp_path.glob("*.json")
     report = json.loads(report_file.read_text())
     by_name = {r["scenario"]: r for r in report["results"]}
     assert set(by_name) == {"limit", "client", "naive", "initial sync", "no-change rerun", "1% changed",
-                            "mirror initial", "mirror 1% churn", "throttled"}
+                            "mirror initial", "mirror 1% churn", "throttled",
+                            "initial sync, 6,000 rows", "no-change rerun, 6,000 rows"}
     assert by_name["limit"]["contacts"] == by_name["client"]["contacts"] == by_name["naive"]["contacts"] == 3000
     assert by_name["client"]["requests"] == 3
     assert by_name["initial sync"]["contacts"] == 3000 and by_name["initial sync"]["exit_code"] == 0
@@ -31,5 +32,13 @@ def test_bench_runs_every_scenario_and_writes_its_report(tmp_path):
     assert by_name["1% changed"]["contacts"] == 30
     assert by_name["1% changed"]["notes"]["contact_requests"] == 1
     assert by_name["throttled"]["notes"]["status_codes"].get("429", 0) == 0
-    assert {t["target"] for t in report["targets"]} and report["throttled"]["rows"] == 2000
+    assert report["throttled"]["rows"] == 2000
+    # The larger model is synced whole (--full-refresh over the smaller one's state), then not at all.
+    assert by_name["initial sync, 6,000 rows"]["contacts"] == 6000
+    assert by_name["no-change rerun, 6,000 rows"]["requests"] == 0
+    met = {t["target"]: t["met"] for t in report["targets"]}
+    assert "peak RSS of the initial at 6,000 rows < 1.2x at 3,000" in met
+    # Seconds and MB are stated for 1,000,000 rows: shown at 3,000, not judged.
+    assert met["no-change rerun < 5 s (at 1,000,000 rows)"] is None
+    assert met["no-change rerun: 0 API requests"] is True
     assert (tmp_path / report_file.name.replace(".json", ".md")).read_text().startswith("Benchmark of 3,000 rows")
