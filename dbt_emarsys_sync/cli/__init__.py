@@ -146,9 +146,29 @@ def parse_vars(raw: str | None) -> dict:
     return parsed
 
 
+class ConsoleLogFormatter(logging.Formatter):
+    """At the default level a warning reads as the command's other messages do ("warning: ..."); with
+    --log-level info or debug every line carries its time, level and logger, to follow a run."""
+
+    def __init__(self, detailed: bool):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s" if detailed else None)
+        self.detailed = detailed
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.detailed:
+            return super().format(record)
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            # The cause in one line; the traceback is for --log-level debug.
+            exc = record.exc_info[1]
+            text += f" ({type(exc).__name__}: {exc})"
+        return text
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ConsoleLogFormatter(detailed=level.upper() in ("DEBUG", "INFO")))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     # httpx logs every request URL at INFO; keep that for --log-level debug.
     if level.upper() != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)

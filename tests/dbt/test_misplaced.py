@@ -45,8 +45,9 @@ def test_ls_and_run_warn_of_it(gating, emulator):
     line = line_of(yml, "emarsys:", line_of(yml, "- name: warned"))
     result = run_cli(["ls"], cwd=gating)
     assert result.returncode == 0, result.output
-    assert f"models/marts/_marts.yml:{line}: model warned: config.emarsys: " + MESSAGE.format(model="warned") \
-        in result.stderr
+    # A line of its own, worded as the command's other messages (no timestamp or logger name).
+    assert f"\nwarning: models/marts/_marts.yml:{line}: model warned: config.emarsys: " \
+        + MESSAGE.format(model="warned") in "\n" + result.stderr
     assert "models/marts/tested.sql:1: model tested: config.emarsys: " in result.stderr
     result = run_cli(["run", "--select", "good", "warned"], cwd=gating, env=emulator_env(emulator))
     assert result.returncode == 0, result.output
