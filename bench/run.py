@@ -1,7 +1,7 @@
 """The benchmark suite: the runner measured against the limit loop and a naive baseline, in one run.
 
     python bench/run.py --rows 1000000      # the full run (the README's Performance table)
-    python bench/run.py --quick             # 100,000 rows, for routine use (< 3 minutes here)
+    python bench/run.py --quick             # 100,000 rows, for routine use (about 40 s here)
     python bench/run.py --scale-rows 5000000   # and the memory target at 5,000,000 rows, same run
 
 Builds a synthetic model of N rows in DuckDB through dbt (bench/project), starts the bundled Emarsys
@@ -203,25 +203,25 @@ SCENARIOS = ("limit", "client", "naive", "initial", "rerun", "changed", "mirror"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--quick", action="store_true", help="100,000 rows, for routine use")
-    parser.add_argument("--audience", type=int, default=100_000)
-    parser.add_argument("--throttle-rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, help="rows of the synthetic model (default 1,000,000; at least 1,000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="routine use: 100,000 rows, a 20,000-member audience, 50,000 throttled rows "
+                             "(sizes given explicitly win)")
+    parser.add_argument("--audience", type=int, help="members of the mirrored audience (default 100,000, "
+                                                     "at most --rows)")
+    parser.add_argument("--throttle-rows", type=int, help="rows of the throttled initial sync (default 200,000, at "
+                                                          "most --rows; at least 2,000: two requests)")
     parser.add_argument("--throttle-budget", type=int, default=1000,
                         help="requests a minute the emulator allows in the throttled scenario")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (rerun and changed need initial)")
     parser.add_argument("--scale-rows", type=int, default=0,
-                        help="after the other scenarios, an initial sync and a no-change rerun of this many rows, "
-                             "their peak RSS compared with the --rows initial sync and rerun (e.g. 5000000)")
+                        help="after the other scenarios, an initial sync and a no-change rerun of this many rows "
+                             "(more than --rows), their peak RSS compared with the --rows initial sync and rerun "
+                             "(needs initial and rerun; e.g. 5000000)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    if args.quick:
-        args.rows, args.audience, args.throttle_rows = 100_000, 20_000, 50_000
-    chosen = set(args.scenarios.split(","))
-    if chosen - set(SCENARIOS):
-        parser.error(f"unknown scenarios: {', '.join(sorted(chosen - set(SCENARIOS)))}")
-
+    chosen = check_args(parser, args)
     started = datetime.now(timezone.utc)
     m: dict[str, Measure] = {}
     throttled = None
@@ -269,13 +269,50 @@ def main() -> None:
         "scale_rows": args.scale_rows or None,
         "targets": targets(m, throttled, args.rows, args.scale_rows),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    (args.out / f"{stamp}.json").write_text(json.dumps(report, indent=2))
     markdown = render_markdown(report, bench.results)
-    (args.out / f"{stamp}.md").write_text(markdown)
     print()
     print(markdown)
+    (args.out / f"{stamp}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{stamp}.md").write_text(markdown)
+    print(f"results: {args.out / stamp}.json and .md")
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
+    """Sizes and choices that would make a meaningless or failing run are refused before anything is
+    built; returns the chosen scenarios."""
+    quick = {"rows": 100_000, "audience": 20_000, "throttle_rows": 50_000}
+    if args.rows is None:
+        args.rows = quick["rows"] if args.quick else 1_000_000
+    if args.rows < 1000:
+        parser.error("--rows must be at least 1,000 (the 1% changed scenario changes every hundredth row)")
+    if args.audience is None:
+        args.audience = min(quick["audience"] if args.quick else 100_000, args.rows)
+    if args.throttle_rows is None:
+        args.throttle_rows = min(quick["throttle_rows"] if args.quick else 200_000, args.rows)
+    if args.audience < 100:
+        parser.error("--audience must be at least 100 (its churn moves every hundredth member)")
+    if args.throttle_rows < 2000:
+        parser.error("--throttle-rows must be at least 2,000: the pacing is measured between two requests or more")
+    if args.throttle_budget < 1:
+        parser.error("--throttle-budget must be at least 1 request a minute")
+    chosen = set(args.scenarios.split(","))
+    if chosen - set(SCENARIOS):
+        parser.error(f"unknown scenarios: {', '.join(sorted(chosen - set(SCENARIOS)))}")
+    if chosen & {"rerun", "changed"} and "initial" not in chosen:
+        parser.error("the rerun and changed scenarios rerun the initial sync: add initial to --scenarios")
+    if args.scale_rows:
+        if args.scale_rows <= args.rows:
+            parser.error(f"--scale-rows must be more than --rows ({args.rows:,}): it checks memory as the model grows")
+        if not {"initial", "rerun"} <= chosen:
+            parser.error("--scale-rows compares with the initial sync and the rerun: add both to --scenarios")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as exc:
+        parser.error(f"--out {args.out}: cannot write results there ({exc.strerror or exc})")
+    return chosen
 
 
 def ratios(m: dict[str, Measure]) -> dict:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,3 +44,25 @@ def test_bench_runs_every_scenario_and_writes_its_report(tmp_path):
     assert met["no-change rerun < 5 s (at 1,000,000 rows)"] is None
     assert met["no-change rerun: 0 API requests"] is True
     assert (tmp_path / report_file.name.replace(".json", ".md")).read_text().startswith("Benchmark of 3,000 rows")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--rows", "0"], "--rows must be at least 1,000"),
+    (["--rows", "-5"], "--rows must be at least 1,000"),
+    (["--rows", "5000", "--audience", "0"], "--audience must be at least 100"),
+    (["--rows", "5000", "--throttle-rows", "1000"], "--throttle-rows must be at least 2,000"),
+    (["--rows", "5000", "--throttle-budget", "0"], "--throttle-budget must be at least 1"),
+    (["--rows", "5000", "--scenarios", "rerun"], "add initial to --scenarios"),
+    (["--rows", "5000", "--scenarios", "limit,changed"], "add initial to --scenarios"),
+    (["--rows", "5000", "--scenarios", "nope"], "unknown scenarios: nope"),
+    (["--rows", "5000", "--scale-rows", "2000"], "--scale-rows must be more than --rows (5,000)"),
+    (["--rows", "5000", "--scale-rows", "9000", "--scenarios", "initial"], "add both to --scenarios"),
+    (["--rows", "5000", "--out", "/proc/no-such-dir"], "--out /proc/no-such-dir: cannot write results there"),
+])
+def test_arguments_that_would_waste_or_fail_a_run_are_refused_before_anything_is_built(tmp_path, args, says):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), *args,
+                           *([] if "--out" in args else ["--out", str(tmp_path)])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and says in done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
+    # Refused at once: nothing built, no results file.
+    assert "building" not in done.stdout and not list(tmp_path.iterdir())
