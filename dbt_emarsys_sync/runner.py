@@ -179,7 +179,11 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
     models = project.sync_models(selected)
     if not models:
         raise no_syncs_selected(project, selected, request.select, request.exclude, request.selector)
-    syncs = [s for s in project.syncs(selected) if s.spec.enabled]
+    declared_syncs = project.syncs(selected)
+    syncs = [s for s in declared_syncs if s.spec.enabled]
+    if declared_syncs and not syncs:
+        log.warning("nothing to do: every selected sync is disabled (enabled: false): %s",
+                    ", ".join(sorted(s.name for s in declared_syncs)))
     if missing is not None and request.full_refresh and any(s.spec.behaviour == "mirror" for s in syncs):
         raise missing       # a mirror's full refresh reads the list from Emarsys: as `run` would say
 
