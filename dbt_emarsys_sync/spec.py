@@ -91,18 +91,36 @@ class SyncSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SyncSpec":
-        if self.object == "contact_list" and self.behaviour != "mirror":
-            raise ValueError("a contact_list sync has behaviour 'mirror'")
-        if self.behaviour == "mirror" and self.object != "contact_list":
-            raise ValueError("behaviour 'mirror' needs object 'contact_list'")
-        if self.object == "contact_list" and not self.list:
-            raise ValueError("a contact_list sync needs 'list': the name of the Emarsys contact list")
-        if self.object == "contact" and self.list:
-            raise ValueError("'list' is only for contact_list syncs (object: contact_list)")
-        if str(self.key.field) in ("id", "uid") and self.behaviour != "update_only":
-            raise ValueError("the Emarsys contact id can only be the key of an update_only sync "
-                             "(Emarsys cannot create contacts keyed by id)")
+        problems = cross_key_problems(self.object, self.behaviour, self.list, str(self.key.field))
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+
+def cross_key_problems(object_: Any, behaviour: Any, list_name: Any, key_field: Any,
+                       unknown: frozenset[str] = frozenset()) -> list[str]:
+    """What doesn't fit together among object, behaviour, list and the key's field. `unknown` names the
+    keys whose values are invalid themselves: the checks needing them are left out (their own errors
+    say enough)."""
+    problems = []
+
+    def known(*names: str) -> bool:
+        return not unknown.intersection(names)
+
+    if known("object", "behaviour"):
+        if object_ == "contact_list" and behaviour != "mirror":
+            problems.append("a contact_list sync has behaviour 'mirror'")
+        if behaviour == "mirror" and object_ != "contact_list":
+            problems.append("behaviour 'mirror' needs object 'contact_list'")
+    if known("object", "list"):
+        if object_ == "contact_list" and not list_name:
+            problems.append("a contact_list sync needs 'list': the name of the Emarsys contact list")
+        if object_ == "contact" and list_name:
+            problems.append("'list' is only for contact_list syncs (object: contact_list)")
+    if known("key", "behaviour") and key_field in ("id", "uid") and behaviour != "update_only":
+        problems.append("the Emarsys contact id can only be the key of an update_only sync "
+                        "(Emarsys cannot create contacts keyed by id)")
+    return problems
 
 
 class ExposureOwner(_Strict):
@@ -487,7 +505,27 @@ def _validate(merged: dict) -> tuple[SyncSpec | None, list[dict]]:
     try:
         return SyncSpec.model_validate(merged), []
     except ValidationError as exc:
-        return None, exc.errors()
+        errors = exc.errors()
+    # pydantic checks how keys fit together only once every key is valid: check it here on the keys
+    # that are, so that a typo elsewhere doesn't hide a missing `list`.
+    problems = [] if any(not err["loc"] for err in errors) else cross_key_problems(*_cross_keys(merged, errors))
+    if problems:
+        errors.append({"loc": (), "msg": "; ".join(problems), "type": "value_error", "input": merged})
+    return None, errors
+
+
+def _cross_keys(merged: dict, errors: list[dict]) -> tuple:
+    """object, behaviour, list and the key's field as declared (or their defaults), and which of them
+    are invalid themselves (`cross_key_problems`'s `unknown`)."""
+    broken = {str(err["loc"][0]) for err in errors if err["loc"]}
+    unknown = {name for name in ("object", "behaviour", "list", "key") if name in broken}
+    fields = SyncSpec.model_fields
+    key = merged.get("key")
+    if not isinstance(key, dict):
+        unknown.add("key")
+        key = {}
+    return (merged.get("object", fields["object"].default), merged.get("behaviour", fields["behaviour"].default),
+            merged.get("list"), str(key.get("field", KeySpec.model_fields["field"].default)), frozenset(unknown))
 
 
 def _best_effort(merged: dict, errors: list[dict]) -> SyncSpec | None:

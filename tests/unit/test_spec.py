@@ -147,6 +147,33 @@ def test_invalid_declarations_name_the_key_path_and_say_what_is_wrong(meta, key,
     assert problems[0].path == "models/contacts.yml" and problems[0].model == "contacts"
 
 
+@pytest.mark.parametrize("declared, expected", [
+    # A key misspelt: `behaviour` is then the default, which a contact list can't have; `list` is missing.
+    (sync(object="contact_list", behavior="mirror"),
+     [("emarsys.syncs[0].behavior", "unknown key 'behavior'; did you mean 'behaviour'?"),
+      ("emarsys.syncs[0]", "a contact_list sync has behaviour 'mirror'; a contact_list sync needs 'list': the "
+                           "name of the Emarsys contact list")]),
+    (sync(list="VIP", safety={"max_removal_share": 1.5}),
+     [("emarsys.syncs[0].safety.max_removal_share", "safety.max_removal_share must be between 0 and 1, got 1.5"),
+      ("emarsys.syncs[0]", "'list' is only for contact_list syncs (object: contact_list)")]),
+    (sync(key={"column": "contact_id", "field": "id"}, null_policy="clean"),
+     [("emarsys.syncs[0].null_policy", "expected one of 'skip', 'clear', got 'clean'; did you mean 'clear'?"),
+      ("emarsys.syncs[0]", "the Emarsys contact id can only be the key of an update_only sync (Emarsys cannot "
+                           "create contacts keyed by id)")]),
+    # A value misspelt: its own error says enough, no check that would need it adds a guess.
+    (sync(object="contact_list", behaviour="mirorr", list="L"),
+     [("emarsys.syncs[0].behaviour", "expected one of 'update_or_create', 'update_only', 'mirror', got 'mirorr'; "
+                                     "did you mean 'mirror'?")]),
+    (sync(object="contact_lists", list="L"),
+     [("emarsys.syncs[0].object", "expected one of 'contact', 'contact_list', got 'contact_lists'; did you mean "
+                                  "'contact_list'?")]),
+])
+def test_how_keys_fit_together_is_checked_even_when_another_key_is_wrong(declared, expected):
+    syncs, problems = parse_model_meta(MODEL, {"syncs": [declared]})
+    assert syncs == []
+    assert sorted((p.key, p.message) for p in problems) == sorted(expected)
+
+
 def test_every_problem_of_every_model_is_reported_at_once():
     with pytest.raises(SpecError) as info:
         parse_declarations([(MODEL, {"syncs": [sync(behavior="x", null_policy="never")]}),
