@@ -651,6 +651,17 @@ from rows_"""
                     [(sync_name, key, str(code), str(message)[:1000], run_id, seq, stamp)
                      for seq, key, code, message in rejections])
 
+    def _acked_spans_sql(self, me: str, run: str) -> str:
+        """A `spans` CTE: the run's acknowledged seq ranges merged where they touch or overlap. A run
+        checkpoints a range per request; matching a million plan rows against one span instead of a
+        thousand ranges takes a third of the time (DuckDB, measured)."""
+        return (f"ranges as (select seq_lo, seq_hi, max(seq_hi) over (order by seq_lo, seq_hi rows between "
+                f"unbounded preceding and 1 preceding) as reach from {self.progress} "
+                f"where sync_name = {me} and run_id = {run}), "
+                f"starts as (select seq_lo, seq_hi, sum(case when reach is null or seq_lo > reach + 1 then 1 "
+                f"else 0 end) over (order by seq_lo, seq_hi rows unbounded preceding) as span from ranges), "
+                f"spans as (select min(seq_lo) as seq_lo, max(seq_hi) as seq_hi from starts group by span)")
+
     def fold(self, sync_name: str, run_id: str, table: str, *, completed: bool) -> tuple[int, int]:
         """Fold a plan's acknowledged rows into the snapshot, set-based, and drop the plan.
 
@@ -663,9 +674,10 @@ from rows_"""
         with wh.transaction():
             wh.run(f"drop table if exists {acked}")
             wh.run(
-                f"create table {acked} as select p.seq, p.action, p.sync_key, p.row_hash from {table} p "
-                f"where p.action in ('{UPSERT}', '{REMOVE}') and exists (select 1 from {self.progress} g "
-                f"where g.sync_name = {me} and g.run_id = {run} and p.seq between g.seq_lo and g.seq_hi) "
+                f"create table {acked} as with {self._acked_spans_sql(me, run)} "
+                f"select p.seq, p.action, p.sync_key, p.row_hash from {table} p "
+                f"where p.action in ('{UPSERT}', '{REMOVE}') and exists (select 1 from spans g "
+                f"where p.seq between g.seq_lo and g.seq_hi) "
                 f"and not exists (select 1 from {self.rejected} x where x.sync_name = {me} "
                 f"and x.run_id = {run} and x.plan_seq = p.seq)")
             counts = dict(wh.run(f"select action, count(*) from {acked} group by action").fetchall())

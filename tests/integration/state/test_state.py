@@ -304,6 +304,22 @@ def test_an_interrupted_plan_keeps_exactly_its_acknowledged_ranges(warehouse):
     assert plan(store, job).new == 25 - 9
 
 
+def test_a_fold_keeps_the_rows_of_touching_overlapping_and_nested_ranges_and_none_of_a_gap(warehouse):
+    rows = [(f"r{i}@example.com", f"R{i}", "1.00") for i in range(30)]
+    relation, job, store = new_sync(warehouse, rows=rows)
+    summary = plan(store, job)
+    lo, _ = summary.upsert_range
+    ranges = [(lo + 10, lo + 14), (lo, lo + 4), (lo + 5, lo + 9),   # touching, out of order
+              (lo + 12, lo + 17), (lo + 13, lo + 15),               # overlapping, nested
+              (lo + 19, lo + 19), (lo + 21, lo + 24)]               # lo + 18 and lo + 20 never acknowledged
+    store.checkpoint(job.name, job.run_id, ranges[:3], [])
+    store.checkpoint(job.name, job.run_id, ranges[3:], [])
+    expected = {r[5] for r in plan_rows(store, summary.table) if any(a <= r[0] <= b for a, b in ranges)}
+    assert len(expected) == 18 + 1 + 4
+    store.fold(job.name, job.run_id, summary.table, completed=False)
+    assert set(snapshot(store, job.name)) == expected
+
+
 def test_recover_with_nothing_pending_does_nothing(warehouse):
     _, job, store = new_sync(warehouse)
     assert store.recover(job.name) == []
