@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .checks import column_type_problems, require_columns
 from .dbt.gating import gate
 from .dbt.project import DbtArgs, DbtProject
-from .dbt.source import DbtWarehouseSource
+from .dbt.source import DbtWarehouseSource, ephemeral_problem
 from .emarsys import EmarsysClient, EmarsysSettings, FieldCatalog, InFlightKeys, TransientError
 from .emarsys.client import auth_for
 from .emarsys.settings import MissingCredentials
@@ -186,6 +186,11 @@ def run_syncs(request: RunRequest, console=None, settings: EmarsysSettings | Non
                     ", ".join(sorted(s.name for s in declared_syncs)))
     if missing is not None and request.full_refresh and any(s.spec.behaviour == "mirror" for s in syncs):
         raise missing       # a mirror's full refresh reads the list from Emarsys: as `run` would say
+
+    # Before the build results, which could only call an ephemeral model unbuilt (dbt never builds it).
+    ephemeral = [p for p in (ephemeral_problem(s.model) for s in syncs) if p]
+    if ephemeral:
+        raise problems_error(ephemeral)
 
     report = RunReport(dry_run=request.dry_run, samples=request.samples)
     # Only models whose last build succeeded and whose tests passed; the others are reported skipped.

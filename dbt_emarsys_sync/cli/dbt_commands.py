@@ -172,7 +172,8 @@ main.add_command(main.command("ls")(_ls), "list")
 @dbt_options
 @click.option("--path", "path", default=None, type=click.Path(dir_okay=False),
               help="The YAML file to write, relative to the project (default: "
-                   "<first model path>/emarsys_exposures.yml).")
+                   "<first model path>/emarsys_exposures.yml). An existing file is overwritten only if "
+                   "this command generated it.")
 @click.option("--check", is_flag=True, default=False,
               help="Don't write: exit 1 (and show the difference) when the file is not up to date.")
 def exposures(project_dir, profiles_dir, target, profile, vars_, select, exclude, selector, state, path,
@@ -195,7 +196,7 @@ def exposures(project_dir, profiles_dir, target, profile, vars_, select, exclude
 def _exposure_file(project_dir, profiles_dir, target, profile, vars_, select, exclude, selector, state, path):
     from pathlib import Path
 
-    from ..exposures import ExposureFile, default_path, in_model_paths, render
+    from ..exposures import ExposureFile, default_path, in_model_paths, path_problem, render
 
     project = _project(project_dir, profiles_dir, target, profile, vars_, selector, state)
     selected = _selected(project, select, exclude)
@@ -210,5 +211,8 @@ def _exposure_file(project_dir, profiles_dir, target, profile, vars_, select, ex
     if not in_model_paths(file_path, project.project_dir, model_paths):
         raise ConfigError(f"{file_path} is outside the project's model paths ({', '.join(model_paths)}): "
                           "dbt would not read the exposures")
+    problem = path_problem(file_path)
+    if problem:
+        raise ConfigError(problem)
     content = render(syncs, settings.settings.exposures, project.config.project_name)
     return ExposureFile(Path(file_path), content)

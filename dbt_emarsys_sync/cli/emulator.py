@@ -39,7 +39,8 @@ def _parse_fault(text: str) -> dict:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind. The /_emulator/* routes have no auth: keep it on loopback.")
-@click.option("--port", default=8780, show_default=True, type=int, help="0: a free port, printed at start.")
+@click.option("--port", default=8780, show_default=True, type=click.IntRange(0, 65535),
+              help="0: a free port, printed at start.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
               help="A YAML or JSON file with any emulator option: credentials, users, custom_fields, "
                    "faults, seed and every setting (flags below override it).")
@@ -72,7 +73,7 @@ def emulator(host, port, config_file, client_id, client_secret, username, secret
     """Serve the bundled local Emarsys API (a sandbox for trying and testing syncs)."""
     from ..emulator.app import Emulator
     from ..emulator.config import EmulatorConfig, load_config_file
-    from ..emulator.server import bind_socket, load_store, serve_forever
+    from ..emulator.server import bind_socket, check_store_writable, load_store, serve_forever
 
     options: dict = {}
     source = "command line"
@@ -93,6 +94,7 @@ def emulator(host, port, config_file, client_id, client_secret, username, secret
         config = EmulatorConfig.from_mapping(options, source=source)
         emu = Emulator(config)
         load_store(emu, store_file)
+        check_store_writable(store_file)    # found now, not at shutdown with the sandbox's data lost
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     try:

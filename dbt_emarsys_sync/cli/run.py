@@ -68,7 +68,8 @@ def _run(dry_run: bool, project_dir, profiles_dir, target, profile, vars_, selec
 
     stop = _graceful_stop()
     request = RunRequest(project_dir=project_dir, profiles_dir=profiles_dir, target=target, profile=profile,
-                         vars=parse_vars(vars_), select=split_selection(select), exclude=split_selection(exclude),
+                         vars=guard(lambda: parse_vars(vars_)), select=split_selection(select),
+                         exclude=split_selection(exclude),
                          selector=selector, state=state, ignore_build_results=ignore_build_results,
                          artifacts_dir=artifacts_dir, dry_run=dry_run, full_refresh=full_refresh,
                          allow_mass_removal=allow_mass_removal, threads=threads, state_schema=state_schema,

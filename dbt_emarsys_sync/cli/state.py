@@ -17,7 +17,8 @@ def state() -> None:
 def state_options(func):
     options = [
         click.option("--sync", "sync_names", multiple=True,
-                     help="A sync by name (repeatable), also one no longer declared."),
+                     help="A sync by name (repeatable), also one no longer declared; not with --select, "
+                          "--exclude or --selector."),
         click.option("--state-schema", envvar="EMARSYS_SYNC_STATE_SCHEMA", default=None,
                      help="The state schema (default: <target schema>_emarsys_sync)."),
         click.option("--lock-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
@@ -38,6 +39,14 @@ def _request(project_dir, profiles_dir, target, profile, vars_, select, exclude,
                       lock_timeout=lock_timeout)
 
 
+def _one_choice(sync_names, kwargs) -> None:
+    """--sync names the syncs outright: a dbt selection beside it would be ignored, so refuse it."""
+    given = [f"--{name}" for name in ("select", "exclude", "selector") if kwargs.get(name)]
+    if sync_names and given:
+        raise click.UsageError(f"--sync can't be combined with {', '.join(given)}: name the syncs with "
+                               "--sync, or select their models with dbt selection")
+
+
 @state.command("show")
 @dbt_options
 @state_options
@@ -48,6 +57,7 @@ def show(sync_names, samples, output, **kwargs) -> None:
     """Per sync: acknowledged rows, rejected rows (by code, with samples), the lock, recent runs."""
     from ..runner import show_state
 
+    _one_choice(sync_names, kwargs)
     result = guard(lambda: show_state(_request(**kwargs), tuple(sync_names), samples))
     if output == "json":
         print_json(result)
@@ -64,7 +74,8 @@ def reset(sync_names, yes, **kwargs) -> None:
     also forgets its members: run it with --full-refresh afterwards to reconcile the list."""
     from ..runner import reset_state
 
-    request = _request(**kwargs)
+    _one_choice(sync_names, kwargs)
+    request = guard(lambda: _request(**kwargs))
     if not (sync_names or request.select or request.exclude):
         raise click.UsageError("say which syncs to reset: --select (dbt selection) or --sync NAME")
 

@@ -130,9 +130,9 @@ class DbtWarehouseSource:
     def columns(self, sync: Sync) -> list[tuple[str, str]]:
         """(name, type) of the model's columns; a ConfigError when the model can't be read."""
         model = sync.model
-        if model.materialized == "ephemeral" or not model.relation_name:
-            raise ConfigError(f"model {model.name} is ephemeral: there is no relation to read; "
-                              "materialize it as a table or view to sync it")
+        problem = ephemeral_problem(model)
+        if problem:
+            raise ConfigError(problem)
         with self.connection(f"emarsys-{sync.name}") as adapter:
             columns = [(c.name, c.data_type) for c in relation_columns(adapter, model.relation_name, model.name)]
             if not columns:
@@ -152,6 +152,15 @@ class DbtWarehouseSource:
             sql = f"select {select} from {sync.model.relation_name}"
             for _, rows in stream_rows(adapter, sql, self.read_batch):
                 yield rows
+
+
+def ephemeral_problem(model) -> str | None:
+    """Why an ephemeral model can't sync: dbt inlines it into the models that select from it, so it has
+    no relation to read and no build ever makes one."""
+    if model.materialized == "ephemeral" or not model.relation_name:
+        return (f"model {model.name} is ephemeral: there is no relation to read; materialize it as a table "
+                "or view to sync it")
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

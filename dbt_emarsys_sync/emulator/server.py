@@ -47,6 +47,26 @@ def load_store(emulator: Emulator, store_file: str | None) -> None:
         raise ValueError(f"{path}: not a store file of the emulator ({err})") from None
 
 
+def _store_tmp(path: Path) -> Path:
+    return path.with_suffix(path.suffix + ".tmp")
+
+
+def check_store_writable(store_file: str | None) -> None:
+    """The --store file can be written at shutdown: its directory exists and takes the temporary file
+    it is written through. Raises ValueError naming the file."""
+    if store_file is None:
+        return
+    path = Path(store_file)
+    if not path.parent.is_dir():
+        raise ValueError(f"--store {path}: the directory {path.parent} does not exist")
+    tmp = _store_tmp(path)
+    try:
+        tmp.touch()
+        tmp.unlink()
+    except OSError as err:
+        raise ValueError(f"--store {path}: cannot write {tmp} ({err.strerror})") from None
+
+
 def serve_forever(emulator: Emulator, host: str, port: int, log_level: str = "warning",
                   store_file: str | None = None, sock: socket.socket | None = None,
                   store_loaded: bool = False) -> None:
@@ -66,7 +86,7 @@ def serve_forever(emulator: Emulator, host: str, port: int, log_level: str = "wa
     finally:
         emulator.close()
         if path is not None:
-            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp = _store_tmp(path)
             tmp.write_text(json.dumps(emulator.store.dump()))
             os.replace(tmp, path)
 

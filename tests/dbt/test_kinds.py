@@ -11,6 +11,7 @@ from dbt_emarsys_sync.checks import check_syncs, model_columns
 from dbt_emarsys_sync.errors import ConfigError
 from dbt_emarsys_sync.spec import SpecError
 
+from tests.conftest import emulator_env, run_cli
 from tests.dbt.helpers import dbt, line_of, load
 
 DECLARED = {
@@ -77,6 +78,18 @@ def test_an_ephemeral_model_is_a_clear_error(kinds):
     sync = by_name(project.syncs())["ephemeral_contacts"]
     with pytest.raises(ConfigError, match="model ephemeral_contacts is ephemeral: there is no relation to read"):
         model_columns(project, sync)
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_run_and_plan_call_an_ephemeral_model_a_configuration_error_not_unbuilt(kinds, emulator, command):
+    """dbt never builds an ephemeral model: "build it first" could not help, so the build results don't
+    decide; the configuration error does, before anything is sent."""
+    result = run_cli([command, "--select", "ephemeral_contacts", "table_contacts"], cwd=kinds,
+                     env=emulator_env(emulator))
+    assert result.returncode == 2, result.output
+    assert "model ephemeral_contacts is ephemeral: there is no relation to read" in result.stderr
+    assert "not built by the last dbt build" not in result.output
+    assert emulator.emulator.store.contacts == {}
 
 
 def test_a_model_that_was_never_built_names_the_build_command(kinds):

@@ -132,6 +132,39 @@ def test_state_reset_asks_with_the_names_of_the_syncs_it_would_reset(sample_proj
     assert all(s["snapshot_rows"] > 0 for s in shown["syncs"])     # nothing was forgotten
 
 
+def test_state_commands_refuse_sync_with_a_dbt_selection(sample_project, emulator):
+    """--sync names the syncs; a dbt selection beside it would be silently ignored (and reset a sync
+    the selection leaves out)."""
+    env = emulator_env(emulator)
+    assert run_cli(["run"], cwd=sample_project, env=env).returncode == 1
+    for args in (["reset", "--sync", "vip_list", "--select", "emarsys_contacts", "--yes"],
+                 ["reset", "--sync", "vip_list", "--exclude", "vip_customers", "--yes"],
+                 ["show", "--sync", "vip_list", "--select", "emarsys_contacts"]):
+        result = run_cli(["state", *args], cwd=sample_project, env=env)
+        assert result.returncode == 2, result.output
+        assert f"--sync can't be combined with {args[3]}" in result.stderr and "forgot" not in result.stdout
+    shown = json.loads(run_cli(["state", "show", "--output", "json"], cwd=sample_project, env=env).stdout)
+    assert all(s["snapshot_rows"] > 0 for s in shown["syncs"])     # nothing was forgotten
+
+
+# -- bad --vars ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["{bad", "[1, 2]"])
+def test_bad_vars_are_a_configuration_error_in_every_command_that_takes_them(tmp_path, value):
+    # serve reads its settings first: give it some (nothing is reached, --vars stops it before).
+    env = {"DBT_CLOUD_WEBHOOK_SECRET": "s", "DBT_CLOUD_ACCOUNT_ID": "1", "DBT_CLOUD_API_TOKEN": "t",
+           "DBT_CLOUD_URL": "http://127.0.0.1:9", "EMARSYS_API_URL": "http://127.0.0.1:9",
+           "EMARSYS_AUTH_URL": "http://127.0.0.1:9/oauth2/token", "EMARSYS_CLIENT_ID": "a",
+           "EMARSYS_CLIENT_SECRET": "b"}
+    for command in (["run"], ["plan"], ["validate"], ["ls"], ["list"], ["exposures"], ["state", "show"],
+                    ["state", "reset", "--sync", "shop_contacts", "--yes"], ["serve"]):
+        result = run_cli([*command, "--vars", value], cwd=tmp_path, env=env, timeout=60)
+        assert result.returncode == 2, (command, result.output)
+        assert result.stderr.startswith("error: --vars "), (command, result.stderr)
+        assert "Traceback" not in result.output
+
+
 # -- a plan keeps the last run's results ----------------------------------------------------------------
 
 

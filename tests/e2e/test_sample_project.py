@@ -10,8 +10,9 @@ from decimal import Decimal
 import duckdb
 import httpx
 import pytest
+import yaml
 
-from tests.conftest import emulator_env, run_cli
+from tests.conftest import REPO, emulator_env, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -129,3 +130,26 @@ def test_a_warehouse_that_cannot_be_opened_is_a_one_line_config_error(sample_pro
     assert "profile 'sample_shop', target 'dev'" in result.stderr
     assert f"taken from the directory you run in, {elsewhere}" in result.stderr
     assert emulator_contacts(emulator) == []
+
+
+def readme_yaml(start: str) -> dict:
+    """The README's YAML example that starts with `start`."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    return yaml.safe_load(next(b for b in blocks if b.startswith(start)))
+
+
+def test_the_readmes_declaration_examples_validate(sample_project, emulator):
+    """"Declaring a sync" and the project-wide defaults' vars, pasted into the sample project, pass
+    validate against the emulator: every field they write exists and can be written."""
+    marts = sample_project / "models" / "marts" / "_marts.yml"
+    # The example declares vip_list on emarsys_contacts: it replaces the sample's declarations.
+    models = readme_yaml("models:\n  - name: emarsys_contacts")["models"] + [{"name": "vip_customers"}]
+    marts.write_text(yaml.safe_dump({"version": 2, "models": models}, sort_keys=False))
+    project = sample_project / "dbt_project.yml"
+    config = yaml.safe_load(project.read_text())
+    config["vars"] = readme_yaml("# dbt_project.yml")["vars"]
+    project.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    result = run_cli(["validate"], cwd=sample_project, env=emulator_env(emulator))
+    assert result.returncode == 0, result.output
+    assert "2 sync(s) OK (declarations, columns and Emarsys fields): shop_contacts, vip_list" in result.stdout

@@ -139,3 +139,18 @@ def test_store_file_keeps_contacts_and_lists_across_restarts(tmp_path):
             assert data(api.post("/contactlist", {"name": "Next"}))["id"] == list_id + 1
     finally:
         stop_cli(proc)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--store", "nope/x.json"], "--store nope/x.json: the directory nope does not exist"),
+    (["--store", "taken/x.json"], "--store taken/x.json: cannot write taken/x.json.tmp"),
+    (["--port", "70000"], "Invalid value for '--port': 70000 is not in the range 0<=x<=65535"),
+])
+def test_cli_refuses_a_store_it_could_not_write_and_a_port_out_of_range(tmp_path, args, message):
+    """Found at start, not at shutdown (where an unwritable store would lose the sandbox's data)."""
+    (tmp_path / "taken" / "x.json.tmp").mkdir(parents=True)     # where the store is written through
+    proc = subprocess.run([str(BIN), "emulator", "--port", "0", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "Emarsys emulator on" not in proc.stdout
