@@ -854,6 +854,16 @@ class Engine:
         found = client.find_contact_list(name)
         if found is not None:
             return found.id
+        plan = job.plan
+        if plan is not None and plan.snapshot_rows and not self.run_options.full_refresh:
+            # The state's members are on a list of another name (renamed in the declaration) or on one
+            # deleted in Emarsys: a new list would get only the changed rows, and the old one would be
+            # left as it was. Nothing is sent before this check.
+            raise SafetyRefusal(
+                f"Emarsys has no contact list named {name!r}, but the state holds {plan.snapshot_rows} members "
+                f"this sync put on its list: was the list renamed in the declaration, or deleted in Emarsys? "
+                "Run with --full-refresh to fill a new list with the model's rows (a list under another "
+                "name is left as it is), or give the declaration the list's name in Emarsys")
         log.info("sync %s: creating contact list %r", job.name, name)
         return client.create_contact_list(name)
 

@@ -493,6 +493,22 @@ def collect(models: list, *, project: ProjectDefaults | None = None, render: Ren
                                                      f"{other.display_name} ({other.yaml_path}); sync names "
                                                      f"must be unique{hint}"))
         seen[sync.name] = sync
+    # Two mirrors of one list undo each other: each removes the members only the other's model holds,
+    # and its state keeps them as members, so they never come back. Names compared as Emarsys might
+    # (trimmed, any case): the safer reading.
+    lists: dict[str, Sync] = {}
+    for sync in sorted(out.syncs + out.incomplete, key=lambda s: (s.model.unique_id, s.index)):
+        if sync.spec.object != "contact_list" or not sync.spec.list or not sync.spec.enabled:
+            continue
+        name = sync.spec.list.strip().casefold()
+        if name in lists:
+            other = lists[name]
+            out.problems.append(sync.problem("list", f"list {sync.spec.list!r} is also mirrored by sync "
+                                                     f"{other.name} (model {other.model.display_name}): each "
+                                                     "would remove the other's members; give each mirror a list "
+                                                     "of its own"))
+        else:
+            lists[name] = sync
     out.problems = _unique(out.problems)
     return out
 

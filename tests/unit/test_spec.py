@@ -190,6 +190,21 @@ def test_two_syncs_with_one_name_are_refused():
         parse_declarations([(MODEL, {"syncs": [sync()]}), (OTHER, {"syncs": [sync()]})])
 
 
+def test_two_mirrors_of_one_list_are_refused_whatever_the_case_or_spaces():
+    mirror = dict(object="contact_list", behaviour="mirror")
+    with pytest.raises(SpecError) as info:
+        parse_declarations([(MODEL, {"syncs": [sync(name="a", list="VIP", **mirror)]}),
+                            (OTHER, {"syncs": [sync(name="b", list=" vip ", **mirror)]})])
+    [problem] = info.value.problems
+    assert problem.key == "emarsys.syncs[0].list" and problem.model == "others"
+    assert problem.message.startswith("list ' vip ' is also mirrored by sync a (model contacts): each would "
+                                      "remove the other's members")
+    # A disabled one, or lists of their own, are fine.
+    parse_declarations([(MODEL, {"syncs": [sync(name="a", list="VIP", **mirror)]}),
+                        (OTHER, {"syncs": [sync(name="b", list="VIP", enabled=False, **mirror),
+                                           sync(name="c", list="VIP 2", **mirror)]})])
+
+
 def test_problems_carry_the_line_of_the_key():
     lines = {"emarsys": 7, "emarsys.syncs": 8, "emarsys.syncs[0]": 9, "emarsys.syncs[0].behavior": 12}
     source = Source("models/contacts.yml", "emarsys", lines)

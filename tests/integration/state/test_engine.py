@@ -251,6 +251,25 @@ def test_mirror_full_refresh_reconciles_with_the_real_members(warehouse, emu):
     assert list_members(emu, "VIP") == {f"person{i}@example.com" for i in range(10)}
 
 
+def test_a_mirror_whose_list_is_gone_from_emarsys_refuses_until_a_full_refresh(warehouse, emu):
+    httpx.post(f"{emu.url}/_emulator/settings", json={"v3_contact_ids": True})
+    relation, sync = mirror_sync(warehouse, people(5))
+    sync_once(warehouse, emu, sync)
+    # The declaration now names another list: the state's members are on 'VIP', not on it.
+    renamed = warehouse.sync(relation, **{**sync.spec.model_dump(), "list": "VIP 2"})
+    before = len(writes(emu))
+    refused = sync_once(warehouse, emu, renamed)
+    assert refused.status == "failed"
+    assert "Emarsys has no contact list named 'VIP 2', but the state holds 5 members" in refused.message
+    assert "--full-refresh" in refused.message
+    assert len(writes(emu)) == before             # nothing sent: no list created, no contact written
+    assert list_members(emu, "VIP") == {f"person{i}@example.com" for i in range(5)}
+    filled = sync_once(warehouse, emu, renamed, full_refresh=True)
+    assert (filled.status, filled.added) == ("success", 5), filled.message
+    assert list_members(emu, "VIP 2") == {f"person{i}@example.com" for i in range(5)}
+    assert sync_once(warehouse, emu, renamed).api_requests == 0
+
+
 def test_mirror_full_refresh_fails_clearly_when_the_members_cannot_be_read(warehouse, emu):
     _, sync = mirror_sync(warehouse, people(3))
     sync_once(warehouse, emu, sync)
