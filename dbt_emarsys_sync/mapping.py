@@ -21,6 +21,7 @@ EMAIL_FIELD_ID = 3
 # Deliberately loose: one @, something before it, a dot in the domain, no spaces. Emarsys decides
 # the rest; this only stops keys that can never be an address.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CONTACT_ID = re.compile(r"[1-9][0-9]*")
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,11 @@ class RowMapper:
     def check_key(self, key: str) -> Rejection | None:
         """Check a key the warehouse already normalised (trimmed; lower-cased email): None when valid."""
         if self.key_field is None:
-            if self.key_id == "id" and not key.isdigit():
-                return Rejection(key, f"{key!r} is not an Emarsys contact id (digits only)", "invalid_key")
+            # ASCII digits without a leading zero: str.isdigit() takes '²' and full-width digits, and
+            # '0100' and '100' would be one contact under two keys (two rows of it sent in one request).
+            if self.key_id == "id" and not _CONTACT_ID.fullmatch(key):
+                return Rejection(key, f"{key!r} is not an Emarsys contact id (digits 0-9, no leading zero)",
+                                 "invalid_key")
             return None
         if self.key_field.id == EMAIL_FIELD_ID:
             return None if _EMAIL.match(key) else \

@@ -65,6 +65,22 @@ def test_bad_keys_are_rejected_rows(catalog, email, reason):
     assert isinstance(result, Rejection) and reason in result.reason and result.code == "invalid_key"
 
 
+@pytest.mark.parametrize("key, valid", [
+    ("100000003", True), ("1", True),
+    ("0100000003", False), ("0", False), ("abc", False), ("-5", False), ("100000003.0", False),
+    ("\uff11\uff10\uff10", False),   # full-width digits: str.isdigit() says yes
+    ("\u00b2", False),                # superscript two
+])
+def test_an_emarsys_contact_id_key_is_ascii_digits_without_a_leading_zero(catalog, key, valid):
+    mapper = RowMapper(spec(behaviour="update_only", key={"column": "email", "field": "id"}), catalog, COLUMNS)
+    problem = mapper.check_key(key)
+    if valid:
+        assert problem is None
+    else:
+        assert problem is not None and problem.code == "invalid_key"
+        assert problem.reason == f"{key!r} is not an Emarsys contact id (digits 0-9, no leading zero)"
+
+
 def test_a_value_that_cannot_be_coerced_rejects_the_row_naming_column_type_and_field(catalog):
     result = RowMapper(spec(), catalog, COLUMNS).payload("a@b.co", row(tier="Diamond"))
     assert isinstance(result, Rejection)
