@@ -67,6 +67,8 @@ def parse_event(body: bytes) -> WebhookEvent:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedDelivery(f"the body is not JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedDelivery("the body is not a delivery (JSON nested too deeply)") from None
     if not isinstance(payload, dict):
         raise MalformedDelivery("the body is not a JSON object")
     event_type = payload.get("eventType")
@@ -102,7 +104,9 @@ def decide(event: WebhookEvent, policy: RunPolicy, account_id: int) -> Decision:
     """Whether this delivery should start a sync; the reason is logged and returned to dbt Cloud."""
     if event.event_type != COMPLETED:
         return Decision(False, f"event {event.event_type} is not acted on (only {COMPLETED})")
-    if event.account_id is not None and event.account_id != account_id:
+    if event.account_id is None:
+        return Decision(False, "the delivery names no accountId")
+    if event.account_id != account_id:
         return Decision(False, f"account {event.account_id} is not this service's account "
                                f"(DBT_CLOUD_ACCOUNT_ID={account_id})")
     return decide_run(event.job_id, event.environment_id, event.run_status, policy,
@@ -137,6 +141,10 @@ def _int_field(data: dict, key: str) -> int | None:
     if value is None or value == "" or isinstance(value, bool):
         return None
     try:
-        return int(str(value).strip())
+        number = int(str(value).strip())
     except ValueError:
         raise MalformedDelivery(f"{key} is not a number: {str(value)[:40]!r}") from None
+    # dbt Cloud's ids and status codes are positive; the ledger keeps run ids as 64-bit integers.
+    if not 0 < number < 2 ** 63:
+        raise MalformedDelivery(f"{key} is out of range: {str(value)[:40]!r}")
+    return number

@@ -10,7 +10,7 @@ import pytest
 
 from dbt_emarsys_sync.cloud.errors import CloudConfigError
 from dbt_emarsys_sync.cloud.settings import AdminApiSettings, RunPolicy, ServiceSettings
-from dbt_emarsys_sync.cloud.webhook import MalformedDelivery, decide, parse_event, verify_signature
+from dbt_emarsys_sync.cloud.webhook import Decision, MalformedDelivery, decide, parse_event, verify_signature
 
 SECRET = "a-webhook-secret"
 BODY = b'{"eventType": "job.run.completed", "accountId": 1, "data": {"runId": "5", "jobId": "7"}}'
@@ -62,6 +62,12 @@ def test_status_text_is_used_when_the_code_is_missing():
     (b'{"eventType": "job.run.completed", "data": {}}', "without data.runId"),
     (b'{"eventType": "job.run.completed", "data": {"runId": "12a"}}', "runId is not a number"),
     (b'{"eventType": "job.run.completed", "data": "x"}', "`data` is not an object"),
+    # Past what the ledger stores (64-bit), or not an id at all.
+    (b'{"eventType": "job.run.completed", "data": {"runId": "99999999999999999999999"}}', "runId is out of range"),
+    (b'{"eventType": "job.run.completed", "data": {"runId": "-1"}}', "runId is out of range"),
+    (b'{"eventType": "job.run.completed", "accountId": 0, "data": {"runId": "1"}}', "accountId is out of range"),
+    # Nested past Python's recursion limit: a clear 400, not a server error.
+    (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
 ])
 def test_malformed_deliveries_say_why(body, reason):
     with pytest.raises(MalformedDelivery, match=reason):
@@ -83,6 +89,8 @@ def test_policy_defaults_sync_only_successful_completed_runs():
     assert not decide(completed(10, event_type="job.run.started"), policy, 1).act
     assert not decide(completed(20, event_type="job.run.errored"), policy, 1).act
     assert not decide(completed(10, account=2), policy, 1).act
+    unnamed = parse_event(b'{"eventType": "job.run.completed", "data": {"runId": "9", "runStatusCode": 10}}')
+    assert decide(unnamed, policy, 1) == Decision(False, "the delivery names no accountId")
 
 
 def test_policy_can_sync_after_failed_runs_but_never_cancelled_ones():
