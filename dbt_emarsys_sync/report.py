@@ -277,8 +277,7 @@ def render(report: RunReport, console) -> None:
             console.print(f"[bold]{s.name}[/]: kept {s.recovered} rows an interrupted run had sent",
                           highlight=False)
         if dry and s.would_create is not None:
-            console.print(f"[bold]{s.name}[/]: Emarsys says {s.would_create} of the new keys would be created "
-                          f"and {s.would_update} would update existing contacts", highlight=False)
+            console.print(f"[bold]{s.name}[/]: {new_keys_in_emarsys(s)}", highlight=False)
         if s.rejected:
             reasons = ", ".join(f"{code}: {n}" for code, n in sorted(s.rejected_by_code.items()))
             verb = "would be rejected" if dry else "rejected"
@@ -293,3 +292,19 @@ def render(report: RunReport, console) -> None:
                 for row in rows:
                     console.print("  - " + ", ".join(f"{k}={v!s}" for k, v in row.items()), markup=False,
                                   highlight=False)
+
+
+def new_keys_in_emarsys(s: SyncReport) -> str:
+    """What checkids said of a dry run's new keys (would_update also counts the changed rows)."""
+    found = (s.would_update or 0) - s.planned_changed
+    checked = found + (s.would_create or 0)
+    if s.behaviour == "update_only":
+        missing = s.planned_new - found
+        return (f"of the {_keys(s.planned_new)}, Emarsys has a contact for {found}; the other {missing} "
+                f"{'has' if missing == 1 else 'have'} none and would be rejected (update_only never creates)")
+    return (f"of the {_keys(checked)}, Emarsys already has {found} (their contacts would be updated) and "
+            f"{s.would_create} would be created")
+
+
+def _keys(n: int) -> str:
+    return f"{n} new key" if n == 1 else f"{n} new keys"

@@ -34,3 +34,17 @@ def test_the_examples_kept_do_not_depend_on_the_order_rejections_arrive_in():
     assert len(kept) == MAX_SAMPLES and len({(s["key"], s["code"]) for s in kept}) == MAX_SAMPLES
     assert kept[0] == {"key": None, "code": "invalid_key", "reason": "the key is null"}
     assert [s["key"] for s in kept[1:]] == [f"k{i:03}@x.io" for i in range(MAX_SAMPLES - 1)]
+
+
+def test_a_dry_runs_new_keys_are_told_apart_from_its_changed_rows():
+    from dbt_emarsys_sync.report import SyncReport, new_keys_in_emarsys
+
+    # 3 new keys (1 has a contact in Emarsys) and 2 changed rows: would_update counts 1 + 2.
+    upsert = SyncReport("s", "m", "contact", "update_or_create", planned_new=3, planned_changed=2,
+                        would_create=2, would_update=3)
+    assert new_keys_in_emarsys(upsert) == ("of the 3 new keys, Emarsys already has 1 (their contacts would be "
+                                           "updated) and 2 would be created")
+    only = SyncReport("s", "m", "contact", "update_only", planned_new=1, planned_changed=1,
+                      would_create=0, would_update=1)
+    assert new_keys_in_emarsys(only) == ("of the 1 new key, Emarsys has a contact for 0; the other 1 has none "
+                                         "and would be rejected (update_only never creates)")
