@@ -559,7 +559,9 @@ class Engine:
         try:
             job.mapper = RowMapper(sync.spec, catalog, list(job.shape.column_types), job.shape.utc_columns)
         except MappingError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            # Placed as validate places them: file:line and the key path in the declaration.
+            raise ConfigError("\n".join(str(sync.problem(path, message)) for path, message in exc.located())) \
+                from None
         key_is_email = job.mapper.key_field is not None and job.mapper.key_field.id == EMAIL_FIELD_ID
         if key_is_email != job.shape.email_key:
             # The warehouse normalised (or not) the keys by the declared name, before the catalogue was

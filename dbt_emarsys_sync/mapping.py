@@ -42,7 +42,16 @@ class MappedField:
 
 
 class MappingError(ValueError):
-    """The sync's declaration doesn't fit the model or the account: stop before sending anything."""
+    """The sync's declaration doesn't fit the model or the account: stop before sending anything.
+    `problems`: each as "<key path in the sync>: <message>"."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+    def located(self) -> list[tuple[str, str]]:
+        """(key path in the sync, message) of each problem."""
+        return [tuple(p.split(": ", 1)) if ": " in p else ("", p) for p in self.problems]  # type: ignore[misc]
 
 
 class RowMapper:
@@ -58,7 +67,7 @@ class RowMapper:
         try:
             self.read_columns = read_columns(spec, model_columns)
         except MappingError as exc:
-            problems.append(str(exc))
+            problems.extend(exc.problems)
             self.read_columns = []
         by_name = {name.lower(): name for name in self.read_columns}
 
@@ -104,7 +113,7 @@ class RowMapper:
             except CoercionError as exc:
                 problems.append(f"constants.{ref}: {exc}")
         if problems:
-            raise MappingError("; ".join(problems))
+            raise MappingError(problems)
         # The hot loop's view of the mapping: (column index, field id as sent, its coercer, field).
         self._convert = []
         # The same for whole columns (`payloads`): (column index, field id, column coercer, make the
@@ -271,7 +280,7 @@ def read_columns(spec: SyncSpec, model_columns: list[str]) -> list[str]:
         elif actual not in columns:
             columns.append(actual)
     if problems:
-        raise MappingError("; ".join(problems))
+        raise MappingError(problems)
     return columns
 
 

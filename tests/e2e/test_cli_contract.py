@@ -40,7 +40,10 @@ def test_plan_exits_2_like_run_for_a_field_emarsys_does_not_have(sample_project,
 
     ran = run_cli(["run", "--select", "emarsys_contacts"], cwd=sample_project, env=env)
     assert ran.returncode == 2, ran.output
-    assert "no_such_field" in ran.stderr
+    # Placed as validate places it: the file, the line of the key, the key path.
+    line = next(i for i, text in enumerate(yml.read_text().splitlines(), 1) if "no_such_field" in text)
+    assert f"{MARTS_YML}:{line}: model emarsys_contacts: emarsys.syncs[0].fields.last_name: no Emarsys field " \
+        "named 'no_such_field'" in ran.stderr, ran.stderr
 
     planned = run_cli(["plan", "--select", "emarsys_contacts"], cwd=sample_project, env=env)
     assert planned.returncode == 2, planned.output
