@@ -477,8 +477,9 @@ def collect(models: list, *, project: ProjectDefaults | None = None, render: Ren
         out.problems += found.problems
         out.incomplete += found.incomplete
         out.unchecked += found.unchecked
+    in_order = sorted(out.syncs + out.incomplete, key=lambda s: (s.model.unique_id, s.index))
     seen: dict[str, Sync] = {}
-    for sync in sorted(out.syncs + out.incomplete, key=lambda s: (s.model.unique_id, s.index)):
+    for sync in in_order:
         if sync.name.startswith(_UNNAMED):
             continue
         if sync.name in seen:
@@ -497,7 +498,7 @@ def collect(models: list, *, project: ProjectDefaults | None = None, render: Ren
     # and its state keeps them as members, so they never come back. Names compared as Emarsys might
     # (trimmed, any case): the safer reading.
     lists: dict[str, Sync] = {}
-    for sync in sorted(out.syncs + out.incomplete, key=lambda s: (s.model.unique_id, s.index)):
+    for sync in in_order:
         if sync.spec.object != "contact_list" or not sync.spec.list or not sync.spec.enabled:
             continue
         name = sync.spec.list.strip().casefold()
